@@ -1,0 +1,39 @@
+"""pytest-cachecheck: find, shrink and explain races in caching layers.
+
+The public surface is small: describe a layer with :class:`Target` (and its :class:`Source`
+and :class:`Contract`), explore it with :func:`explore` or the ``cachecheck_explore`` fixture,
+and add properties with :data:`hookimpl` checkers returning :class:`Verdict`.  Everything in a
+module whose name starts with ``_`` is internal.
+"""
+
+from ._explore import Budget, CachecheckFailure, explore
+from ._report import Report
+from ._run import RunConfig
+from .checkers import check
+from .contract import Contract
+from .history import Call, Complete, History, Invoke, Operation, Probe
+from .hooks import hookimpl
+from .target import Source, Target, TargetError
+from .verdict import Finding, Verdict
+
+__all__ = [
+    "Budget",
+    "CachecheckFailure",
+    "Call",
+    "Complete",
+    "Contract",
+    "Finding",
+    "History",
+    "Invoke",
+    "Operation",
+    "Probe",
+    "Report",
+    "RunConfig",
+    "Source",
+    "Target",
+    "TargetError",
+    "Verdict",
+    "check",
+    "explore",
+    "hookimpl",
+]

@@ -1,0 +1,122 @@
+"""Exploring a target: Hypothesis takes the decisions, checkers judge each run.
+
+Every example is a fresh :class:`~pytest_cachecheck._run.Run`.  The first example that breaks
+a property is shrunk by Hypothesis to the fewest decisions; the failure raised carries the story
+of the minimal example and its annotated trace.  Blocking outside the harness's control cannot
+be shrunk in wall time, so it is reported at once, unshrunk.
+
+Determinism: a seed fixes Hypothesis's choices, and a run is a pure function of those choices,
+so the same seed gives the same examples and the same trace, byte for byte.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis.database import ExampleDatabase
+from hypothesis.stateful import run_state_machine_as_test
+
+from . import _patches
+from ._embedded import EmbeddedBackend
+from ._machine import Aborted, Violation, build_machine
+from ._report import Report, describe_failure
+from ._run import Run, RunConfig
+from .checkers import check, checker_manager
+from .target import Target
+
+
+class CachecheckFailure(AssertionError):
+    """A target broke its contract.  ``str()`` is the full story; ``report`` the figures."""
+
+    def __init__(self, message: str, report: Report, violation: Violation | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+        self.violation = violation
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much to explore."""
+
+    examples: int = 200
+    steps: int = 20
+    seed: int = 0
+    database: ExampleDatabase | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.examples, int) and self.examples >= 1):
+            raise ValueError(f"examples={self.examples!r} must be a positive integer")
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ValueError(f"steps={self.steps!r} must be a positive integer")
+
+
+def explore(
+    target: Target,
+    budget: Budget = Budget(),
+    *,
+    plugins: Iterable[Any] = (),
+    config: RunConfig = RunConfig(),
+    backend: Any = None,
+) -> Report:
+    """Drive ``target`` through ``budget.examples`` interleavings; raise on the first violation.
+
+    Returns the :class:`Report` when every example passed; raises :class:`CachecheckFailure`
+    (an ``AssertionError``) with the minimal counterexample otherwise.
+    """
+    checkers = checker_manager(plugins)
+    own_backend = backend is None
+    backend = backend if backend is not None else EmbeddedBackend()
+    report = Report(target, backend.name, budget.seed)
+
+    def judge(run: Run) -> None:
+        history = run.history()
+        verdicts = check(history, target.contract, manager=checkers)
+        report.absorb_verdicts(verdicts)
+        if any(v.status == "violated" for v in verdicts):
+            raise Violation("violated", verdicts, run.trace(), history)
+
+    def record(run: Run) -> None:
+        report.absorb_history(run.history())
+
+    machine = build_machine(target, config, backend, judge, record)
+    hypothesis_seed(budget.seed)(machine)
+    run_settings = settings(
+        max_examples=budget.examples,
+        stateful_step_count=budget.steps,
+        deadline=None,
+        database=budget.database,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+        print_blob=False,
+    )
+    started = time.perf_counter()
+    try:
+        with _patches.simulated_world():
+            run_state_machine_as_test(machine, settings=run_settings)
+    except Violation as violation:
+        report.wall_seconds = time.perf_counter() - started
+        report.absorb_verdicts(violation.verdicts)
+        message = describe_failure(target, violation.verdicts, violation.trace, budget.seed)
+        report.failure = message
+        raise CachecheckFailure(message, report, violation) from None
+    except Aborted as aborted:
+        report.wall_seconds = time.perf_counter() - started
+        report.properties[aborted.stall.kind] = "violated"
+        message = (
+            f"cachecheck: {target.name} violates {aborted.stall.kind}\n\n"
+            f"[{aborted.stall.kind}] {aborted.stall.message}\n\n"
+            "Interleaving when it happened (not shrunk: each try would cost the watchdog's wall time):\n"
+            f"{aborted.trace}"
+        )
+        report.failure = message
+        raise CachecheckFailure(message, report) from None
+    finally:
+        if own_backend:
+            backend.close()
+    report.wall_seconds = time.perf_counter() - started
+    return report

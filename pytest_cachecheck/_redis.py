@@ -1,0 +1,96 @@
+"""The Redis interposer: a redis-py client whose every command is one scheduling point.
+
+The client handed to a layer is a genuine ``redis.Redis`` (a subclass of whatever client class
+the backend uses, fakeredis's by default), so ``get``, ``set(..., nx=True)``, ``register_script``
+and ``lock`` all work unchanged.  Every command funnels through ``execute_command``; a pipeline
+or MULTI/EXEC block is one point when it executes (its queued commands are not points), and so
+is a Lua script (``EVAL``/``EVALSHA``), because Redis runs each of those atomically.  A command
+run inside another point (a pipeline loading its scripts) belongs to that point.
+
+The history records the command as rendered text, in full: explanations search it for values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import redis
+import redis.client
+
+from ._scheduler import Scheduler
+
+
+def render_arg(arg: Any) -> str:
+    if isinstance(arg, (bytes, bytearray, memoryview)):
+        arg = bytes(arg).decode("utf-8", "backslashreplace")
+    if isinstance(arg, str):
+        if arg and not any(ch.isspace() or ch in "'\"\\" for ch in arg):
+            return arg
+        return repr(arg)
+    return str(arg)
+
+
+def render_command(args: Iterable[Any]) -> str:
+    """``SETEX user:u1 3600 '{"name": "u1.v0"}'``: the command name first, values quoted."""
+    return " ".join(render_arg(arg) for arg in args)
+
+
+def _render_stack(pipe: Any) -> str:
+    commands = [render_command(entry[0]) for entry in getattr(pipe, "command_stack", ())]
+    if pipe.transaction or getattr(pipe, "explicit_transaction", False):
+        return "; ".join(["MULTI", *commands, "EXEC"])
+    return "PIPELINE " + "; ".join(commands)
+
+
+_client_classes: dict[type, type] = {}
+_pipeline_classes: dict[type, type] = {}
+
+
+def scheduled_client(base_instance: redis.Redis, scheduler: Scheduler) -> redis.Redis:
+    """Turn a redis-py client into a scheduled one (same connection pool), or re-point one."""
+    if isinstance(base_instance, _ScheduledClient):
+        base_instance._cachecheck_scheduler = scheduler
+        return base_instance
+    base = type(base_instance)
+    cls = _client_classes.get(base)
+    if cls is None:
+        cls = _client_classes[base] = type(f"Scheduled{base.__name__}", (_ScheduledClient, base), {})
+    base_instance.__class__ = cls
+    base_instance._cachecheck_scheduler = scheduler  # type: ignore[attr-defined]
+    return base_instance
+
+
+class _ScheduledClient:
+    _cachecheck_scheduler: Scheduler
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        parent = super()
+        return self._cachecheck_scheduler.point(
+            "redis", render_command(args), lambda: parent.execute_command(*args, **options)
+        )
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)  # type: ignore[misc]
+        base = type(pipe)
+        cls = _pipeline_classes.get(base)
+        if cls is None:
+            cls = _pipeline_classes[base] = type(f"Scheduled{base.__name__}", (_ScheduledPipeline, base), {})
+        pipe.__class__ = cls
+        pipe._cachecheck_scheduler = self._cachecheck_scheduler
+        return pipe
+
+
+class _ScheduledPipeline:
+    _cachecheck_scheduler: Scheduler
+
+    def execute(self, raise_on_error: bool = True) -> Any:
+        parent = super()
+        return self._cachecheck_scheduler.point(
+            "redis", _render_stack(self), lambda: parent.execute(raise_on_error)
+        )
+
+    def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
+        parent = super()
+        return self._cachecheck_scheduler.point(
+            "redis", render_command(args), lambda: parent.immediate_execute_command(*args, **options)
+        )

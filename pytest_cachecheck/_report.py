@@ -1,0 +1,108 @@
+"""What an exploration tells, pass or fail: verdicts per property and the figures behind them.
+
+A pass says something too: how many examples, scheduling steps and operations were explored,
+the largest stale-read window seen, how often reads were served from the cache and how hard the
+source was hit.  A failure reads like a story, then shows the minimal interleaving.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .history import SETUP_CLIENT, Call, Complete, History, Invoke
+from .target import Target
+from .verdict import Verdict
+
+_RANK = {"ok": 0, "unknown": 1, "violated": 2}
+
+
+def seconds(value: float) -> str:
+    return "forever" if math.isinf(value) else f"{value:g} s"
+
+
+@dataclass
+class Report:
+    """Figures accumulated over every example of one exploration of one target."""
+
+    target: Target
+    backend: str
+    seed: int
+    examples: int = 0
+    points: int = 0
+    operations: int = 0
+    reads: int = 0
+    hits: int = 0
+    source_queries: int = 0
+    stale_window: float = 0.0
+    longest_divergence: float = 0.0
+    properties: dict[str, str] = field(default_factory=dict)
+    failure: str | None = None
+    wall_seconds: float = 0.0
+
+    def absorb_history(self, history: History) -> None:
+        """Count one example's work (whether or not it was judged)."""
+        self.examples += 1
+        reads: dict[int, int] = {}
+        for event in history:
+            if isinstance(event, Call):
+                self.points += 1
+                if event.op is not None and event.op in reads and event.system == "sql":
+                    reads[event.op] += 1
+                    self.source_queries += 1
+            elif isinstance(event, Invoke) and event.client != SETUP_CLIENT:
+                self.operations += 1
+                if event.kind == "read":
+                    reads[event.op] = 0
+            elif isinstance(event, Complete) and event.op in reads and event.status == "ok":
+                self.reads += 1
+                self.hits += reads[event.op] == 0
+
+    def absorb_verdicts(self, verdicts: Iterable[Verdict]) -> None:
+        for verdict in verdicts:
+            before = self.properties.get(verdict.property, "ok")
+            if _RANK[verdict.status] >= _RANK[before]:
+                self.properties[verdict.property] = verdict.status
+            self.stale_window = max(self.stale_window, float(verdict.figures.get("stale_window", 0.0)))
+            self.longest_divergence = max(
+                self.longest_divergence, float(verdict.figures.get("longest_divergence", 0.0))
+            )
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+    def summary_lines(self) -> list[str]:
+        verdicts = ", ".join(f"{name} {status}" for name, status in sorted(self.properties.items())) or "none judged"
+        hit_rate = f"{100 * self.hits / self.reads:.0f}%" if self.reads else "n/a"
+        per_read = f"{self.source_queries / self.reads:.2f}" if self.reads else "n/a"
+        return [
+            f"{self.target.name}: {'PASSED' if self.passed else 'FAILED'} "
+            f"(contract: {self.target.contract.describe()}; {self.backend})",
+            f"  verdicts: {verdicts}",
+            f"  largest stale-read window: {seconds(self.stale_window)}; "
+            f"longest divergence: {seconds(self.longest_divergence)}",
+            f"  explored: {self.examples} examples, {self.points} scheduling steps, "
+            f"{self.operations} operations in {self.wall_seconds:.1f} s (seed {self.seed})",
+            f"  reads: {self.reads}, hit rate {hit_rate}, source queries per read {per_read}",
+        ]
+
+
+def describe_failure(target: Target, headline_verdicts: list[Verdict], trace: str, seed: int, note: str = "") -> str:
+    """The failure message: the findings told in cache terms, then the minimal interleaving."""
+    violated = [v for v in headline_verdicts if v.status == "violated"]
+    names = ", ".join(v.property for v in violated) or "a property"
+    lines = [f"cachecheck: {target.name} violates {names} (contract: {target.contract.describe()})", ""]
+    for verdict in violated:
+        for finding in verdict.violations:
+            lines.append(f"[{finding.property}] {finding.message}")
+    decisions = sum(1 for line in trace.splitlines() if line.startswith("state."))
+    lines += [
+        "",
+        f"Minimal interleaving ({decisions} decisions), replay with --cachecheck-seed={seed}:",
+        trace,
+    ]
+    if note:
+        lines += ["", note]
+    return "\n".join(lines)

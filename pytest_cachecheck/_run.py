@@ -1,0 +1,277 @@
+"""One example: a fresh cache and source, one app instance per simulated client, and a history.
+
+The machine drives a :class:`Run` through three kinds of decisions (start an operation on an
+idle client, step a client one scheduling point, advance the clock), then :meth:`Run.quiesce`
+drains what is in flight, probes every key with a fresh client, and jumps the clock to each next
+expiry until the layer agrees with the source or nothing is left to expire.
+
+Invariant: the history is complete for everything that ran; the *setup* client (0) writes each
+key's initial value before any client exists, acknowledged before step 1 of the clients.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._clock import VirtualClock
+from ._scheduler import Scheduler, Stall, Task
+from .history import SETUP_CLIENT, Call, Complete, History, Invoke, Probe
+from .target import Target
+
+MAX_EXPIRY_JUMPS = 16
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Knobs of the harness that are not part of a target."""
+
+    watchdog: float = 5.0
+    """Wall seconds a task may run without reaching a scheduling point."""
+    max_points_per_op: int = 2000
+    """Scheduling points one operation may execute before it is reported as spinning."""
+
+
+@dataclass
+class Client:
+    """One simulated app process: its task, its connections and its layer instance."""
+
+    number: int
+    task: Task
+    redis: Any
+    connection: Any
+    instance: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+
+@dataclass
+class Step:
+    """What one machine decision did, for the printed trace."""
+
+    text: str
+    first_event: int
+    last_event: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Run:
+    def __init__(self, target: Target, config: RunConfig, backend: Any) -> None:
+        self.target = target
+        self.clock = VirtualClock()
+        self.scheduler = Scheduler(
+            self.clock,
+            watchdog=config.watchdog,
+            timeout=target.contract.timeout,
+            max_points_per_op=config.max_points_per_op,
+        )
+        self.world = backend.world(self.scheduler, decode_responses=target.decode_responses)
+        self._ops = itertools.count(1)
+        self._versions = {key: itertools.count(1) for key in target.keys}
+        self.steps: list[Step] = []
+        self.broken = False
+        initial = [(key, f"{key}.v0") for key in target.keys]
+        self.world.setup_source(target.source, initial)
+        for key, value in initial:
+            op = next(self._ops)
+            self.scheduler.log(Invoke, client=SETUP_CLIENT, op=op, kind="write", key=key, value=value)
+            self.scheduler.log(Complete, client=SETUP_CLIENT, op=op, status="ok")
+        self.clients = [self._new_client(number, f"c{number}") for number in range(1, target.clients + 1)]
+
+    # -- building app instances -----------------------------------------------------------
+
+    def _new_client(self, number: int, name: str) -> Client:
+        client = Client(
+            number, self.scheduler.spawn(name, number), self.world.redis_client(number), self.world.connection(number)
+        )
+        failure: list[BaseException] = []
+
+        def build() -> None:
+            try:
+                client.instance = self.target.build(client.redis, client.connection)
+            except Exception as exc:
+                failure.append(exc)
+
+        self.scheduler.submit(client.task, build, budget=sys.maxsize)
+        if failure:
+            raise BuildError(self.target, failure[0]) from failure[0]
+        if client.task.state != "idle":
+            raise Stall("hang", f"building {name}'s app instance did not finish: it {client.task.state}", client.task)
+        return client
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def client(self, number: int) -> Client:
+        return self.clients[number - 1]
+
+    def start(self, number: int, kind: str, key: str) -> None:
+        """Invoke an operation on an idle client and run it through its first point."""
+        client = self.client(number)
+        op = next(self._ops)
+        value = f"{key}.v{next(self._versions[key])}" if kind == "write" else None
+        self.scheduler.log(Invoke, client=number, op=op, kind=kind, key=key, value=value)
+        self._begin(f"c{number}_{kind}(key={key!r})")
+        if value is not None:
+            self.steps[-1].notes.append(f"{client.name} writes {value}")
+        self.scheduler.submit(client.task, self._job(client, op, kind, key, value))
+        self._end()
+
+    def _job(self, client: Client, op: int, kind: str, key: str, value: str | None):
+        def job() -> None:
+            self.scheduler.begin_op(client.task, op)
+            try:
+                result = self.target.perform(client.instance, kind, key, value)
+                observed = self.target.observed(result) if kind == "read" else None
+            except Exception as exc:
+                self.scheduler.log(Complete, client=client.number, op=op, status="error", error=_describe(exc))
+            else:
+                self.scheduler.log(Complete, client=client.number, op=op, status="ok", value=observed)
+            finally:
+                self.scheduler.begin_op(client.task, None)
+
+        return job
+
+    def step(self, number: int) -> None:
+        self._begin(f"c{number}_step()")
+        self.scheduler.step(self.client(number).task)
+        self._end()
+
+    def finish(self, number: int) -> None:
+        self._begin(f"c{number}_finish()")
+        self.scheduler.run_to_completion(self.client(number).task)
+        self._end()
+
+    def tick(self, seconds: float) -> None:
+        self._begin(f"tick(seconds={seconds!r})")
+        self.clock.advance(seconds)
+        self._end()
+
+    def is_idle(self, number: int) -> bool:
+        return self.client(number).task.state == "idle"
+
+    def can_step(self, number: int) -> bool:
+        task = self.client(number).task
+        return task.runnable and task.op is not None
+
+    # -- quiescence -----------------------------------------------------------------------
+
+    def quiesce(self) -> None:
+        """Drain every operation in flight, then probe each key with a fresh client."""
+        self._begin("# quiescence: drain what is in flight")
+        self._drain()
+        self._end()
+        self._begin("# quiescence: a fresh client reads every key")
+        prober = self._new_client(self.target.clients + 1, "probe")
+        diverged = [key for key in self.target.keys if not self._probe(prober, key)]
+        for _ in range(MAX_EXPIRY_JUMPS):
+            if not diverged:
+                break
+            wait = self.world.next_expiry(self.clock)
+            if wait is None:
+                break
+            self.clock.advance(wait + 0.001)
+            diverged = [key for key in diverged if not self._probe(prober, key)]
+        self._end()
+
+    def _drain(self) -> None:
+        tasks = [client.task for client in self.clients]
+        while True:
+            busy = [task for task in tasks if task.op is not None]
+            if not busy:
+                return
+            ready = [task for task in busy if task.state == "ready"]
+            timed = sorted((task for task in busy if task.runnable), key=lambda t: t.deadline or 0.0)
+            if not ready and not timed:
+                raise Stall("deadlock", _stuck(busy), busy[0])
+            self.scheduler.run_to_completion((ready or timed)[0])
+
+    def _probe(self, prober: Client, key: str) -> bool:
+        box: list[Any] = []
+
+        def job() -> None:
+            self.scheduler.begin_op(prober.task, None)
+            try:
+                box.append(self.target.observed(self.target.perform(prober.instance, "read", key, None)))
+            except Exception as exc:
+                box.append(exc)
+
+        self.scheduler.submit(prober.task, job, budget=sys.maxsize)
+        if prober.task.state != "idle" or not box:
+            raise Stall("hang", f"a fresh client's read of {key} at quiescence did not finish", prober.task)
+        if isinstance(box[0], Exception):
+            raise Stall("error", f"a fresh client's read of {key} at quiescence raised {_describe(box[0])}", prober.task)
+        source = self.world.read_source(self.target.source, key)
+        self.scheduler.log(Probe, key=key, observed=box[0], source=source)
+        return box[0] == source
+
+    # -- the record ------------------------------------------------------------------------
+
+    def history(self) -> History:
+        return History(tuple(self.scheduler.events))
+
+    def _begin(self, text: str) -> None:
+        self.steps.append(Step(text, len(self.scheduler.events)))
+
+    def _end(self) -> None:
+        self.steps[-1].last_event = len(self.scheduler.events)
+
+    def annotations(self, step: Step) -> list[str]:
+        """The comment lines under one decision: each point it executed, with its result."""
+        lines = list(step.notes)
+        for event in self.scheduler.events[step.first_event : step.last_event or len(self.scheduler.events)]:
+            if isinstance(event, Call):
+                lines.append(f"{event.actor}: {_short(event.command)} -> {_short(event.result, 80)}")
+            elif isinstance(event, Complete) and event.client != SETUP_CLIENT:
+                outcome = event.status if event.value is None else f"returns {event.value}"
+                if event.status == "error":
+                    outcome = f"raises {event.error}"
+                lines.append(f"c{event.client}: operation {event.op} {outcome}")
+            elif isinstance(event, Probe):
+                verdict = "agrees" if event.observed == event.source else "DISAGREES"
+                lines.append(
+                    f"probe at t={event.time:g}: layer returns {event.observed}, source holds {event.source} ({verdict})"
+                )
+        return lines
+
+    def trace(self) -> str:
+        """The run as a replayable program, each decision annotated with what it ran."""
+        lines = [f"state = {self.machine_name}()"]
+        for step in self.steps:
+            lines.append(step.text if step.text.startswith("#") else f"state.{step.text}")
+            lines.extend(f"    # {line}" for line in self.annotations(step))
+        return "\n".join(lines)
+
+    machine_name = "Machine"
+
+    def close(self) -> None:
+        self.scheduler.close()
+        for client in self.clients:
+            client.connection.close()
+        self.world.close()
+
+
+class BuildError(Exception):
+    def __init__(self, target: Target, exc: BaseException) -> None:
+        super().__init__(f"Target({target.name}).build raised {_describe(exc)}: fix the target's build= callable")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}({str(exc)!r})" if str(exc) else type(exc).__name__
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _stuck(tasks: list[Task]) -> str:
+    parts = []
+    for task in tasks:
+        label = task.waiting_on.label if task.waiting_on is not None else "nothing"
+        holders = task.waiting_on.holders() if task.waiting_on is not None else []
+        by = f" (held by {', '.join(t.name for t in holders)})" if holders else " (nothing left can release it)"
+        parts.append(f"{task.name} waits for {label}{by}")
+    return "no operation can finish: " + "; ".join(parts)

@@ -1,0 +1,248 @@
+"""The SQL interposer: a DB-API 2 connection whose statements and commits are scheduling points.
+
+The layer gets a connection with psycopg's conventions (``paramstyle = "format"``: ``%s`` and
+``%(name)s`` placeholders; ``conn.execute`` as a shortcut), whatever database sits beneath, so
+the same layer code runs on the embedded SQLite source and on PostgreSQL.
+
+Statements finish whole under the baton: a statement executes and all its rows are fetched
+inside its point, and ``fetch*`` then serve rows from memory.  No cursor is ever left open
+across a point, so nothing a paused client holds can block another client inside C code.  The
+one thing that can is the source's write lock, held by a client inside an open transaction: a
+statement that finds it taken does not wait in the driver (busy timeout 0); it returns
+:class:`Blocked`, its task waits cooperatively, and the write lock's holders feed the deadlock
+detector.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterator, Sequence
+
+from . import _context
+from ._scheduler import Blocked, Scheduler, Task, Waitable
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
+
+
+def to_qmark(sql: str, params: Any) -> str:
+    """Translate ``%s``/``%(name)s`` placeholders into SQLite's ``?``/``:name``."""
+    if params is None:
+        return sql
+
+    def swap(match: re.Match[str]) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        return f":{match.group(1)}" if match.group(1) else "?"
+
+    return _PLACEHOLDER.sub(swap, sql)
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def render_statement(sql: str, params: Any) -> str:
+    """The statement with its parameters inlined, on one line, for the history."""
+    flat = " ".join(sql.split())
+    if params is None:
+        return flat
+    if isinstance(params, dict):
+        return _PLACEHOLDER.sub(
+            lambda m: "%" if m.group(0) == "%%" else _literal(params.get(m.group(1))), flat
+        )
+    values = iter(params)
+    return _PLACEHOLDER.sub(lambda m: "%" if m.group(0) == "%%" else _literal(next(values, None)), flat)
+
+
+class WriteLock(Waitable):
+    """The source's write lock, as far as the scheduler can see it: who holds a transaction."""
+
+    label = "the source's write lock"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Invariant: a connection is listed while its transaction may hold the lock.
+        self.holding: list["ScheduledConnection"] = []
+
+    def holders(self) -> list[Task]:
+        return [conn.holder for conn in self.holding if conn.holder is not None]
+
+    def taken_by(self, conn: "ScheduledConnection") -> None:
+        if conn not in self.holding:
+            self.holding.append(conn)
+        conn.holder = _context.current_task()
+
+    def released_by(self, conn: "ScheduledConnection") -> None:
+        if conn in self.holding:
+            self.holding.remove(conn)
+            conn.holder = None
+            self.wake_all()
+
+
+class _Result:
+    """What one statement returned, fetched in full."""
+
+    def __init__(self, rows: list[tuple] | None, description: Any, rowcount: int, lastrowid: Any) -> None:
+        self.rows = rows
+        self.description = description
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+    def __repr__(self) -> str:
+        if self.rows is not None:
+            return repr(self.rows)
+        return f"{self.rowcount} row{'s' if self.rowcount != 1 else ''}"
+
+
+class ScheduledCursor:
+    """A DB-API cursor over rows already fetched; ``execute`` is the scheduling point."""
+
+    arraysize = 1
+
+    def __init__(self, connection: "ScheduledConnection") -> None:
+        self.connection = connection
+        self._rows: list[tuple] = []
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: Any = None
+
+    def execute(self, sql: str, params: Any = None) -> "ScheduledCursor":
+        result = self.connection._run(sql, params, many=False)
+        self._take(result)
+        return self
+
+    def executemany(self, sql: str, seq_of_params: Sequence[Any]) -> "ScheduledCursor":
+        result = self.connection._run(sql, list(seq_of_params), many=True)
+        self._take(result)
+        return self
+
+    def _take(self, result: _Result) -> None:
+        self._rows = list(result.rows or [])
+        self.description = result.description
+        self.rowcount = result.rowcount
+        self.lastrowid = result.lastrowid
+
+    def fetchone(self) -> tuple | None:
+        return self._rows.pop(0) if self._rows else None
+
+    def fetchmany(self, size: int | None = None) -> list[tuple]:
+        size = self.arraysize if size is None else size
+        taken, self._rows = self._rows[:size], self._rows[size:]
+        return taken
+
+    def fetchall(self) -> list[tuple]:
+        taken, self._rows = self._rows, []
+        return taken
+
+    def __iter__(self) -> Iterator[tuple]:
+        while self._rows:
+            yield self._rows.pop(0)
+
+    def close(self) -> None:
+        self._rows = []
+
+    def __enter__(self) -> "ScheduledCursor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ScheduledConnection:
+    """A DB-API 2 connection (psycopg conventions) over a raw driver connection.
+
+    ``is_busy`` tells whether a driver error means "another transaction holds the write lock".
+    """
+
+    paramstyle = "format"
+
+    def __init__(
+        self,
+        raw: Any,
+        scheduler: Scheduler,
+        write_lock: WriteLock,
+        *,
+        translate: Callable[[str, Any], str],
+        is_busy: Callable[[BaseException], bool],
+    ) -> None:
+        self.raw = raw
+        self.scheduler = scheduler
+        self.write_lock = write_lock
+        self.holder: Task | None = None
+        self._translate = translate
+        self._is_busy = is_busy
+        self.closed = False
+
+    # DB-API surface
+
+    def cursor(self, *args: Any, **kwargs: Any) -> ScheduledCursor:
+        return ScheduledCursor(self)
+
+    def execute(self, sql: str, params: Any = None) -> ScheduledCursor:
+        return self.cursor().execute(sql, params)
+
+    def commit(self) -> None:
+        self._end("COMMIT", self.raw.commit)
+
+    def rollback(self) -> None:
+        self._end("ROLLBACK", self.raw.rollback)
+
+    def close(self) -> None:
+        self.write_lock.released_by(self)
+        self.closed = True
+
+    def __enter__(self) -> "ScheduledConnection":
+        return self
+
+    def __exit__(self, exc_type: Any, *rest: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+
+    # scheduling points
+
+    def _end(self, verb: str, finish: Callable[[], None]) -> None:
+        def run() -> None:
+            try:
+                finish()
+            finally:
+                self.write_lock.released_by(self)
+
+        self.scheduler.point("sql", verb, run)
+
+    def _run(self, sql: str, params: Any, *, many: bool) -> _Result:
+        text = render_statement(sql, params[0] if many and params else params)
+        if many:
+            text += f" (x{len(params)})"
+
+        def run() -> Any:
+            cursor = self.raw.cursor()
+            try:
+                if many:
+                    cursor.executemany(self._translate(sql, params[0] if params else None), params)
+                else:
+                    cursor.execute(self._translate(sql, params), () if params is None else params)
+                rows = [tuple(row) for row in cursor.fetchall()] if cursor.description else None
+                result = _Result(rows, cursor.description, cursor.rowcount, getattr(cursor, "lastrowid", None))
+            except Exception as exc:
+                if self._is_busy(exc):
+                    holders = ", ".join(task.name for task in self.write_lock.holders()) or "another transaction"
+                    return Blocked(self.write_lock, None, f"write lock held by {holders}")
+                raise
+            finally:
+                cursor.close()
+            if self._in_transaction():
+                self.write_lock.taken_by(self)
+            return result
+
+        return self.scheduler.point("sql", text, run)
+
+    def _in_transaction(self) -> bool:
+        return bool(getattr(self.raw, "in_transaction", False))
