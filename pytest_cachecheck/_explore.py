@@ -21,6 +21,7 @@ from hypothesis.database import ExampleDatabase
 from hypothesis.stateful import run_state_machine_as_test
 
 from . import _patches
+from ._quiet import Chatter, quiet_layer
 from ._embedded import EmbeddedBackend
 from ._machine import Aborted, Violation, build_machine
 from ._report import Report, describe_failure
@@ -42,10 +43,12 @@ class CachecheckFailure(AssertionError):
 class Budget:
     """How much to explore."""
 
-    examples: int = 200
+    examples: int = 500
     steps: int = 20
     seed: int = 0
     database: ExampleDatabase | None = None
+    replay: str = ""
+    """How to re-run this exploration, for the failure message (default: the Budget itself)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.examples, int) and self.examples >= 1):
@@ -95,28 +98,30 @@ def explore(
         print_blob=False,
     )
     started = time.perf_counter()
+    failure: CachecheckFailure | None = None
+    chatter = Chatter()
     try:
-        with _patches.simulated_world():
+        with quiet_layer(chatter), _patches.simulated_world():
             run_state_machine_as_test(machine, settings=run_settings)
     except Violation as violation:
-        report.wall_seconds = time.perf_counter() - started
         report.absorb_verdicts(violation.verdicts)
-        message = describe_failure(target, violation.verdicts, violation.trace, budget.seed)
-        report.failure = message
-        raise CachecheckFailure(message, report, violation) from None
+        replay = budget.replay or f"explore(target, Budget(seed={budget.seed}, examples={budget.examples}, steps={budget.steps}))"
+        report.failure = describe_failure(target, violation.verdicts, violation.trace, replay)
+        failure = CachecheckFailure(report.failure, report, violation)
     except Aborted as aborted:
-        report.wall_seconds = time.perf_counter() - started
         report.properties[aborted.stall.kind] = "violated"
-        message = (
+        report.failure = (
             f"cachecheck: {target.name} violates {aborted.stall.kind}\n\n"
             f"[{aborted.stall.kind}] {aborted.stall.message}\n\n"
             "Interleaving when it happened (not shrunk: each try would cost the watchdog's wall time):\n"
             f"{aborted.trace}"
         )
-        report.failure = message
-        raise CachecheckFailure(message, report) from None
+        failure = CachecheckFailure(report.failure, report)
     finally:
         if own_backend:
             backend.close()
-    report.wall_seconds = time.perf_counter() - started
+        report.wall_seconds = time.perf_counter() - started
+        report.layer_log_records = chatter.log_records
+    if failure is not None:
+        raise failure
     return report

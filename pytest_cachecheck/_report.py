@@ -40,6 +40,7 @@ class Report:
     properties: dict[str, str] = field(default_factory=dict)
     failure: str | None = None
     wall_seconds: float = 0.0
+    layer_log_records: int = 0
 
     def absorb_history(self, history: History) -> None:
         """Count one example's work (whether or not it was judged)."""
@@ -85,11 +86,17 @@ class Report:
             f"longest divergence: {seconds(self.longest_divergence)}",
             f"  explored: {self.examples} examples, {self.points} scheduling steps, "
             f"{self.operations} operations in {self.wall_seconds:.1f} s (seed {self.seed})",
-            f"  reads: {self.reads}, hit rate {hit_rate}, source queries per read {per_read}",
+            f"  reads: {self.reads}, hit rate {hit_rate}, source queries per read {per_read}"
+            + (f"; the layer logged {self.layer_log_records} records (not shown)" if self.layer_log_records else ""),
         ]
 
 
-def describe_failure(target: Target, headline_verdicts: list[Verdict], trace: str, seed: int, note: str = "") -> str:
+def count_decisions(trace: str) -> int:
+    """How many machine decisions a printed trace holds."""
+    return sum(1 for line in trace.splitlines() if line.startswith("state."))
+
+
+def describe_failure(target: Target, headline_verdicts: list[Verdict], trace: str, replay: str) -> str:
     """The failure message: the findings told in cache terms, then the minimal interleaving."""
     violated = [v for v in headline_verdicts if v.status == "violated"]
     names = ", ".join(v.property for v in violated) or "a property"
@@ -97,12 +104,10 @@ def describe_failure(target: Target, headline_verdicts: list[Verdict], trace: st
     for verdict in violated:
         for finding in verdict.violations:
             lines.append(f"[{finding.property}] {finding.message}")
-    decisions = sum(1 for line in trace.splitlines() if line.startswith("state."))
+    decisions = count_decisions(trace)
     lines += [
         "",
-        f"Minimal interleaving ({decisions} decisions), replay with --cachecheck-seed={seed}:",
+        f"Minimal interleaving ({decisions} decisions); replay: {replay}",
         trace,
     ]
-    if note:
-        lines += ["", note]
     return "\n".join(lines)

@@ -57,6 +57,8 @@ class Step:
     first_event: int
     last_event: int = 0
     notes: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+    noop: bool = False
 
 
 class Run:
@@ -108,16 +110,29 @@ class Run:
     def client(self, number: int) -> Client:
         return self.clients[number - 1]
 
-    def start(self, number: int, kind: str, key: str) -> None:
-        """Invoke an operation on an idle client and run it through its first point."""
+    def start(self, number: int, kind: str, key: str, pause_after: int | None = None, *, text: str = "") -> None:
+        """Invoke an operation on a client and run it for ``pause_after`` points (None: to the end).
+
+        A client does one thing at a time: if it is still busy, its current operation is run to
+        completion first; if that operation is blocked, the client cannot start another one and
+        the decision does nothing.
+        """
         client = self.client(number)
+        self._begin(text or f"{kind}(client={number}, key={key!r}, pause_after={pause_after!r})")
+        if client.task.op is not None and client.task.runnable:
+            self.steps[-1].notes.append(f"{client.name} first finishes operation {client.task.op}")
+            self.scheduler.run_to_completion(client.task)
+        if client.task.op is not None:
+            self.steps[-1].notes.append(f"{client.name} is blocked ({client.task.state}): nothing starts")
+            self._end()
+            return
         op = next(self._ops)
         value = f"{key}.v{next(self._versions[key])}" if kind == "write" else None
         self.scheduler.log(Invoke, client=number, op=op, kind=kind, key=key, value=value)
-        self._begin(f"c{number}_{kind}(key={key!r})")
         if value is not None:
             self.steps[-1].notes.append(f"{client.name} writes {value}")
-        self.scheduler.submit(client.task, self._job(client, op, kind, key, value))
+        self.scheduler.submit(client.task, self._job(client, op, kind, key, value), budget=_budget(pause_after))
+        self._note_pause(client)
         self._end()
 
     def _job(self, client: Client, op: int, kind: str, key: str, value: str | None):
@@ -135,27 +150,35 @@ class Run:
 
         return job
 
-    def step(self, number: int) -> None:
-        self._begin(f"c{number}_step()")
-        self.scheduler.step(self.client(number).task)
+    def resume(self, number: int, pause_after: int | None = None, *, text: str = "") -> None:
+        """Run a client's paused operation on for ``pause_after`` points (None: to the end).
+
+        Nothing happens if the client is idle or blocked.
+        """
+        client = self.client(number)
+        task = client.task
+        self._begin(text or f"resume(client={number}, pause_after={pause_after!r})")
+        if task.op is not None and task.runnable:
+            self.scheduler.step(task, _budget(pause_after))
+            self._note_pause(client)
+        else:
+            reason = "is idle" if task.op is None else f"is {task.state}"
+            self.steps[-1].notes.append(f"{task.name} {reason}: nothing to run")
+            self.steps[-1].noop = True
         self._end()
 
-    def finish(self, number: int) -> None:
-        self._begin(f"c{number}_finish()")
-        self.scheduler.run_to_completion(self.client(number).task)
-        self._end()
+    def _note_pause(self, client: Client) -> None:
+        task = client.task
+        if task.op is not None and task.state == "ready" and task.pending:
+            self.steps[-1].after.append(f"{task.name} pauses before: {_short(task.pending)}")
+        elif task.state == "waiting":
+            label = task.waiting_on.label if task.waiting_on is not None else "something"
+            self.steps[-1].after.append(f"{task.name} is blocked, waiting for {label}")
 
-    def tick(self, seconds: float) -> None:
-        self._begin(f"tick(seconds={seconds!r})")
+    def tick(self, seconds: float, *, text: str = "") -> None:
+        self._begin(text or f"tick(seconds={seconds!r})")
         self.clock.advance(seconds)
         self._end()
-
-    def is_idle(self, number: int) -> bool:
-        return self.client(number).task.state == "idle"
-
-    def can_step(self, number: int) -> bool:
-        task = self.client(number).task
-        return task.runnable and task.op is not None
 
     # -- quiescence -----------------------------------------------------------------------
 
@@ -178,9 +201,15 @@ class Run:
         self._end()
 
     def _drain(self) -> None:
+        """Finish every operation in flight, the most recently invoked first.
+
+        Newest first means a program that starts a write while a read is paused ends with the
+        write, then the read: the order a race needs.  Without it the shrinker would have to
+        spell that order out with one more decision.
+        """
         tasks = [client.task for client in self.clients]
         while True:
-            busy = [task for task in tasks if task.op is not None]
+            busy = sorted((task for task in tasks if task.op is not None), key=lambda t: -(t.op or 0))
             if not busy:
                 return
             ready = [task for task in busy if task.state == "ready"]
@@ -224,25 +253,36 @@ class Run:
         lines = list(step.notes)
         for event in self.scheduler.events[step.first_event : step.last_event or len(self.scheduler.events)]:
             if isinstance(event, Call):
-                lines.append(f"{event.actor}: {_short(event.command)} -> {_short(event.result, 80)}")
+                lines.append(f"[{event.step}] {event.actor}: {_short(event.command)} -> {_short(event.result, 80)}")
             elif isinstance(event, Complete) and event.client != SETUP_CLIENT:
                 outcome = event.status if event.value is None else f"returns {event.value}"
                 if event.status == "error":
                     outcome = f"raises {event.error}"
-                lines.append(f"c{event.client}: operation {event.op} {outcome}")
+                lines.append(f"[{event.step}] c{event.client}: operation {event.op} {outcome}")
             elif isinstance(event, Probe):
                 verdict = "agrees" if event.observed == event.source else "DISAGREES"
                 lines.append(
                     f"probe at t={event.time:g}: layer returns {event.observed}, source holds {event.source} ({verdict})"
                 )
-        return lines
+        return lines + step.after
 
     def trace(self) -> str:
-        """The run as a replayable program, each decision annotated with what it ran."""
+        """The run as a replayable program, each decision annotated with what it ran.
+
+        Moves of a client that had nothing to run are left out: they change nothing, so the
+        program without them replays the same run.  (Hypothesis cannot always delete them: the
+        first steps of a program also hold its swarm-testing choices.)
+        """
         lines = [f"state = {self.machine_name}()"]
+        omitted = 0
         for step in self.steps:
-            lines.append(step.text if step.text.startswith("#") else f"state.{step.text}")
+            if step.noop:
+                omitted += 1
+                continue
+            lines.append(step.text if step.text.startswith("#") else f"state.do(step={step.text})")
             lines.extend(f"    # {line}" for line in self.annotations(step))
+        if omitted:
+            lines.insert(1, f"# ({omitted} move{'s' if omitted > 1 else ''} of idle clients left out: they do nothing)")
         return "\n".join(lines)
 
     machine_name = "Machine"
@@ -252,6 +292,10 @@ class Run:
         for client in self.clients:
             client.connection.close()
         self.world.close()
+
+
+def _budget(pause_after: int | None) -> int:
+    return sys.maxsize if pause_after is None else pause_after
 
 
 class BuildError(Exception):

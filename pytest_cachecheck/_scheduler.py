@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator
 
 from . import _context
 from ._clock import VirtualClock
+from ._quiet import TASK_THREAD_PREFIX
 from .history import Call, Event
 
 _UNLIMITED = sys.maxsize
@@ -135,7 +136,7 @@ class Task:
         self.failure: BaseException | None = None
         self._job: Callable[[], None] | None = None
         self._go = _Baton()
-        self._thread = _RealThread(target=self._main, name=f"cachecheck-{name}", daemon=True)
+        self._thread = _RealThread(target=self._main, name=f"{TASK_THREAD_PREFIX}{name}", daemon=True)
         self._thread.start()
 
     def __repr__(self) -> str:

@@ -1,0 +1,41 @@
+"""The seed's UserProfileCache under test, through a short adapter; the layer is untouched."""
+
+from types import SimpleNamespace
+
+import pytest
+from user_profile import UserProfileCache
+
+from pytest_cachecheck import Source, Target
+
+# --- adapter: the layer's `db` over the harness's connection, and how to drive the layer ---
+class UsersTable:
+    def __init__(self, conn):
+        self.conn = conn
+
+    def get_user(self, user_id):
+        cur = self.conn.execute("SELECT * FROM users WHERE id = %s", (user_id,))
+        row = cur.fetchone()
+        return row and SimpleNamespace(**dict(zip([c[0] for c in cur.description], row)))
+
+    def update_user(self, user_id, data):
+        self.conn.execute("UPDATE users SET name = %s WHERE id = %s", (data["name"], user_id))
+        self.conn.commit()
+
+PROFILES = Target(
+    name="user-profile-cache",
+    build=lambda r, conn: UserProfileCache(r, UsersTable(conn)),
+    read="get",
+    write=lambda layer, user_id, name: layer.update(user_id, {"name": name}),
+    observe=lambda profile: profile and profile.name,
+    source=Source(
+        schema="CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT, email TEXT, avatar_url TEXT,"
+        " bio TEXT, follower_count INTEGER, following_count INTEGER)",
+        insert="INSERT INTO users VALUES (%s, %s, 'a@example.com', '', '', 0, 0)",
+    ),
+)
+# --- end of adapter ---
+
+
+@pytest.mark.cachecheck
+def test_user_profile_cache(cachecheck_explore):
+    cachecheck_explore(PROFILES)

@@ -1,0 +1,58 @@
+"""Keep a layer's chatter out of the user's test output, without losing it.
+
+An exploration runs the layer thousands of times: its log lines and warnings would drown the
+one story that matters.  While exploring, log records made in simulated tasks are counted and
+dropped before any handler sees them, and warnings are recorded, then re-issued once each
+(same category, message and place), so ``-W error`` and pytest's warning summary still work.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+TASK_THREAD_PREFIX = "cachecheck-"
+
+
+class _DropTaskRecords(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.threadName.startswith(TASK_THREAD_PREFIX):
+            self.dropped += 1
+            return False
+        return True
+
+
+class Chatter:
+    """What the layer said while it was explored."""
+
+    def __init__(self) -> None:
+        self.log_records = 0
+
+
+@contextmanager
+def quiet_layer(chatter: Chatter) -> Iterator[None]:
+    dropper = _DropTaskRecords()
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(dropper)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(dropper)
+        chatter.log_records = dropper.dropped
+    seen = set()
+    for item in caught:
+        where = (item.category, str(item.message), item.filename, item.lineno)
+        if where not in seen:
+            seen.add(where)
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+
