@@ -23,9 +23,10 @@ from hypothesis.stateful import run_state_machine_as_test
 from . import _patches
 from ._quiet import Chatter, quiet_layer
 from ._embedded import EmbeddedBackend
-from ._machine import Aborted, Violation, build_machine
+from ._machine import Aborted, Violation, build_machine, stall_verdict
 from ._report import Report, describe_failure
 from ._run import Run, RunConfig
+from ._scheduler import Stall
 from .checkers import check, checker_manager
 from .target import Target
 
@@ -75,17 +76,22 @@ def explore(
     backend = backend if backend is not None else EmbeddedBackend()
     report = Report(target, backend.name, budget.seed)
 
-    def judge(run: Run) -> None:
+    def judge(run: Run, stall: Stall | None) -> None:
         history = run.history()
-        verdicts = check(history, target.contract, manager=checkers)
+        if stall is not None:
+            verdicts = [stall_verdict(run, stall)]
+        else:
+            verdicts = check(history, target.contract, manager=checkers)
         report.absorb_verdicts(verdicts)
         if any(v.status == "violated" for v in verdicts):
+            report.first_failure(time.perf_counter() - started)
             raise Violation("violated", verdicts, run.trace(), history)
 
     def record(run: Run) -> None:
         report.absorb_history(run.history())
 
     machine = build_machine(target, config, backend, judge, record)
+    started = time.perf_counter()
     hypothesis_seed(budget.seed)(machine)
     run_settings = settings(
         max_examples=budget.examples,
@@ -97,7 +103,6 @@ def explore(
         phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
         print_blob=False,
     )
-    started = time.perf_counter()
     failure: CachecheckFailure | None = None
     chatter = Chatter()
     try:

@@ -24,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, rule
 from ._run import Run, RunConfig
 from ._scheduler import Stall, UncontrolledBlocking
 from .target import Target
+from .verdict import Finding, Verdict
 
 TICKS = (1.0, 10.0, 60.0, 600.0, 3600.0)
 MAX_PAUSE = 12
@@ -160,13 +161,14 @@ def build_machine(
     target: Target,
     config: RunConfig,
     backend: Any,
-    judge: Callable[[Run], None],
+    judge: Callable[[Run, "Stall | None"], None],
     record: Callable[[Run], None],
 ) -> type[RuleBasedStateMachine]:
     """A machine class for ``target``.
 
-    ``judge`` checks a quiescent run and raises :class:`Violation`; ``record`` sees every run as
-    it closes, failing or not, for the exploration's figures.
+    ``judge`` checks a quiescent run, or the stall that stopped it, and raises
+    :class:`Violation`; ``record`` sees every run as it closes, failing or not, for the
+    exploration's figures.
     """
 
     class Machine(RuleBasedStateMachine):
@@ -192,7 +194,7 @@ def build_machine(
                 raise Aborted(stall, self.run.trace()) from None
             except Stall as stall:
                 self.run.broken = True
-                judge_stall(self.run, stall)
+                judge(self.run, stall)
 
         def teardown(self) -> None:
             # A run broken by a stall already raised its Violation from the rule that found it.
@@ -200,7 +202,7 @@ def build_machine(
                 if not self.run.broken:
                     self.decide(self.run.quiesce)
                 if not self.run.broken:
-                    judge(self.run)
+                    judge(self.run, None)
             finally:
                 record(self.run)
                 self.run.close()
@@ -210,11 +212,10 @@ def build_machine(
     return Machine
 
 
-def judge_stall(run: Run, stall: Stall) -> None:
-    from .verdict import Finding, Verdict
-
+def stall_verdict(run: Run, stall: Stall) -> Verdict:
+    """A stall (hang, deadlock, livelock, error at quiescence) as a violated property."""
     finding = Finding(property=stall.kind, message=stall.message, steps=(len(run.scheduler.events),))
-    raise Violation(stall.message, [Verdict.of(stall.kind, [finding])], run.trace(), run.history())
+    return Verdict.of(stall.kind, [finding])
 
 
 def _do(self: Any, step: "Decision") -> None:

@@ -41,6 +41,8 @@ class Report:
     failure: str | None = None
     wall_seconds: float = 0.0
     layer_log_records: int = 0
+    seconds_to_first_failure: float | None = None
+    examples_to_first_failure: int | None = None
 
     def absorb_history(self, history: History) -> None:
         """Count one example's work (whether or not it was judged)."""
@@ -69,6 +71,12 @@ class Report:
             self.longest_divergence = max(
                 self.longest_divergence, float(verdict.figures.get("longest_divergence", 0.0))
             )
+
+    def first_failure(self, elapsed: float) -> None:
+        """Note when the first failing example was met (before any shrinking)."""
+        if self.seconds_to_first_failure is None:
+            self.seconds_to_first_failure = elapsed
+            self.examples_to_first_failure = self.examples + 1
 
     @property
     def passed(self) -> bool:
