@@ -22,6 +22,12 @@ from ._scheduler import Blocked, Scheduler, Task, Waitable
 _labels = itertools.count(1)
 
 
+def _label(kind: str) -> str:
+    """``Lock#3``: numbered per run, so the same run prints the same names."""
+    scheduler = _scheduler()
+    return f"{kind}#{scheduler.next_label() if scheduler else next(_labels)}"
+
+
 def _scheduler() -> Scheduler | None:
     task = _context.current_task()
     return task.scheduler if task is not None else None
@@ -56,7 +62,7 @@ class Lock(Waitable):
 
     def __init__(self) -> None:
         super().__init__()
-        self.label = f"{self.kind}#{next(_labels)}"
+        self.label = _label(self.kind)
         self.owner: Task | None = None
         self.locked_ = False
 
@@ -143,7 +149,7 @@ class Event(Waitable):
 
     def __init__(self) -> None:
         super().__init__()
-        self.label = f"Event#{next(_labels)}"
+        self.label = _label("Event")
         self._flag = False
 
     def is_set(self) -> bool:
@@ -177,7 +183,7 @@ class Condition(Waitable):
 
     def __init__(self, lock: Lock | None = None) -> None:
         super().__init__()
-        self.label = f"Condition#{next(_labels)}"
+        self.label = _label("Condition")
         self._lock = lock if lock is not None else RLock()
         self._notified: list[Task | None] = []
         self.acquire = self._lock.acquire
@@ -253,7 +259,7 @@ class Semaphore(Waitable):
         super().__init__()
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        self.label = f"{type(self).__name__}#{next(_labels)}"
+        self.label = _label(type(self).__name__)
         self._value = value
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
@@ -312,8 +318,6 @@ class Thread:
     sake; a thread started outside a simulated client runs the target immediately.
     """
 
-    _counter = itertools.count(1)
-
     def __init__(
         self,
         group: None = None,
@@ -327,7 +331,7 @@ class Thread:
         self._target = target
         self._args = args
         self._kwargs = kwargs or {}
-        self.name = name or f"Thread-{next(self._counter)}"
+        self.name = name or _label("Thread").replace("#", "-")
         self.daemon = bool(daemon)
         self._task: Task | None = None
         self._finished = _Finished(self)

@@ -304,7 +304,7 @@ class BuildError(Exception):
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}({str(exc)!r})" if str(exc) else type(exc).__name__
+    return repr(exc)
 
 
 def _short(text: str, limit: int = 120) -> str:

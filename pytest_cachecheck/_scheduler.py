@@ -195,6 +195,12 @@ class Scheduler:
         self._back = _Baton()
         self._running: Task | None = None
         self._dead = False
+        self._labels = 0
+
+    def next_label(self) -> int:
+        """A number for a primitive created in this run (deterministic per run)."""
+        self._labels += 1
+        return self._labels
 
     # -- the event log ---------------------------------------------------------------------
 
