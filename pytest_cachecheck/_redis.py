@@ -69,6 +69,9 @@ class _ScheduledClient:
             "redis", render_command(args), lambda: parent.execute_command(*args, **options)
         )
 
+    def register_script(self, script: Any) -> Any:
+        return _ScheduledScript(super().register_script(script), self._cachecheck_scheduler)  # type: ignore[misc]
+
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
         pipe = super().pipeline(transaction, shard_hint)  # type: ignore[misc]
         base = type(pipe)
@@ -94,3 +97,24 @@ class _ScheduledPipeline:
         return self._cachecheck_scheduler.point(
             "redis", render_command(args), lambda: parent.immediate_execute_command(*args, **options)
         )
+
+
+class _ScheduledScript:
+    """A registered Lua script: one point per call, its NOSCRIPT fallback included.
+
+    redis-py sends ``EVALSHA``, and on ``NOSCRIPT`` loads the script and sends it again; Redis
+    runs the script atomically either way, so the whole call is one scheduling point and the
+    trace does not depend on whether the script was already cached.
+    """
+
+    def __init__(self, script: Any, scheduler: Scheduler) -> None:
+        self._script = script
+        self._scheduler = scheduler
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._script, name)
+
+    def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        keys, args = list(keys or ()), list(args or ())
+        text = render_command(["EVALSHA", self._script.sha, len(keys), *keys, *args])
+        return self._scheduler.point("redis", text, lambda: self._script(keys, args, client))

@@ -232,7 +232,7 @@ class Run:
         if prober.task.state != "idle" or not box:
             raise Stall("hang", f"a fresh client's read of {key} at quiescence did not finish", prober.task)
         if isinstance(box[0], Exception):
-            raise Stall("error", f"a fresh client's read of {key} at quiescence raised {_describe(box[0])}", prober.task)
+            raise Stall("errors", f"a fresh client's read of {key} at quiescence raised {_describe(box[0])}", prober.task)
         source = self.world.read_source(self.target.source, key)
         self.scheduler.log(Probe, key=key, observed=box[0], source=source)
         return box[0] == source
