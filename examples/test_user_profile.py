@@ -7,6 +7,10 @@ from user_profile import UserProfileCache
 
 from pytest_cachecheck import Source, Target
 
+# The team's existing table, as its migrations create it (not part of the adapter).
+USERS_TABLE = """CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT, email TEXT, avatar_url TEXT,
+    bio TEXT, follower_count INTEGER, following_count INTEGER)"""
+
 # --- adapter: the layer's `db` over the harness's connection, and how to drive the layer ---
 class UsersTable:
     def __init__(self, conn):
@@ -22,16 +26,10 @@ class UsersTable:
         self.conn.commit()
 
 PROFILES = Target(
-    name="user-profile-cache",
-    build=lambda r, conn: UserProfileCache(r, UsersTable(conn)),
-    read="get",
+    name="user-profile-cache", build=lambda r, conn: UserProfileCache(r, UsersTable(conn)), read="get",
     write=lambda layer, user_id, name: layer.update(user_id, {"name": name}),
     observe=lambda profile: profile and profile.name,
-    source=Source(
-        schema="CREATE TABLE users (id TEXT PRIMARY KEY, name TEXT, email TEXT, avatar_url TEXT,"
-        " bio TEXT, follower_count INTEGER, following_count INTEGER)",
-        insert="INSERT INTO users VALUES (%s, %s, 'a@example.com', '', '', 0, 0)",
-    ),
+    source=Source(schema=USERS_TABLE, insert="INSERT INTO users VALUES (%s, %s, 'a@example.com', '', '', 0, 0)"),
 )
 # --- end of adapter ---
 

@@ -1,0 +1,88 @@
+"""How fast the harness finds each known bug, and how fast it explores correct layers.
+
+Prints, for every buggy layer in ``pytest_cachecheck.strategies``: the median over 5 seeds of
+the wall seconds to the first failing example and to the shrunk counterexample, and the
+counterexample's length in decisions; for every correct layer, examples explored per second.
+Figures, not assertions: run it on a quiet machine and compare runs by eye.
+
+    python benchmarks/bench_find.py [--seeds 5] [--examples 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from typing import Callable
+
+from pytest_cachecheck import Budget, CachecheckFailure, Target, explore
+from pytest_cachecheck._report import count_decisions
+from pytest_cachecheck.strategies.cache_aside import SeedCacheAside
+from pytest_cachecheck.strategies.leases import LeasedCacheAside, LeasesOnlyCacheAside
+
+
+def user_layer(name: str, build: Callable) -> Target:
+    return Target(
+        name=name,
+        build=build,
+        read="get_user",
+        write=lambda layer, key, value: layer.update_user(key, {"name": value}),
+        observe=lambda user: user and user["name"],
+    )
+
+
+BUGGY = [user_layer("seed-cache-aside", SeedCacheAside), user_layer("leases-only", LeasesOnlyCacheAside)]
+CORRECT = [user_layer("leased-cache-aside", LeasedCacheAside)]
+
+
+def bench_bug(target: Target, seeds: int, budget: int) -> dict:
+    first, shrunk, lengths, examples = [], [], [], []
+    for seed in range(seeds):
+        try:
+            explore(target, Budget(examples=budget, seed=seed))
+        except CachecheckFailure as failure:
+            report = failure.report
+            first.append(report.seconds_to_first_failure)
+            shrunk.append(report.wall_seconds)
+            examples.append(report.examples_to_first_failure)
+            lengths.append(count_decisions(failure.violation.trace) if failure.violation else 0)
+        else:
+            first.append(float("inf"))
+    return {
+        "first": statistics.median(first),
+        "shrunk": statistics.median(shrunk) if shrunk else float("inf"),
+        "length": statistics.median(lengths) if lengths else None,
+        "examples": statistics.median(examples) if examples else None,
+        "found": f"{len(shrunk)}/{seeds}",
+    }
+
+
+def bench_correct(target: Target, examples: int) -> float:
+    started = time.perf_counter()
+    report = explore(target, Budget(examples=examples, seed=1))
+    return report.examples / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--examples", type=int, default=1000, help="examples per correct layer")
+    parser.add_argument("--budget", type=int, default=5000, help="examples allowed to find each bug")
+    options = parser.parse_args()
+    print(f"pytest-cachecheck benchmark on {platform.python_implementation()} {platform.python_version()}, "
+          f"embedded default (fakeredis + SQLite), {options.seeds} seeds")
+    print()
+    print(f"{'known bug':<24} {'found':>6} {'first failure (s)':>18} {'shrunk (s)':>11} {'decisions':>10} {'examples':>9}")
+    for target in BUGGY:
+        row = bench_bug(target, options.seeds, options.budget)
+        print(f"{target.name:<24} {row['found']:>6} {row['first']:>18.2f} {row['shrunk']:>11.2f} "
+              f"{row['length']!s:>10} {row['examples']!s:>9}")
+    print()
+    print(f"{'correct layer':<24} {'examples/s':>11}")
+    for target in CORRECT:
+        print(f"{target.name:<24} {bench_correct(target, options.examples):>11.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,370 @@
+"""The pytest plugin, tested the way pytest-randomly and xdist test theirs: write a test file,
+run pytest on it with ``pytester``, assert the outcomes and the output.
+
+The generated tests explore the shipped seed layer (racy) and its lease variant (correct) with
+small budgets.  A test's exploration seed is derived from the session seed and its node id, so
+the generated file is always named ``test_layer.py``: the seeds pinned here depend on it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+LAYERS = """
+import pytest
+
+from pytest_cachecheck import Target
+from pytest_cachecheck.strategies.cache_aside import SeedCacheAside
+from pytest_cachecheck.strategies.leases import LeasedCacheAside
+
+
+def layer(name, build):
+    return Target(
+        name=name,
+        build=build,
+        read="get_user",
+        write=lambda layer, key, value: layer.update_user(key, {"name": value}),
+        observe=lambda user: user and user["name"],
+    )
+
+
+@pytest.mark.cachecheck
+def test_racy(cachecheck_explore):
+    cachecheck_explore(layer("racy", SeedCacheAside))
+
+
+@pytest.mark.cachecheck
+def test_leased(cachecheck_explore):
+    cachecheck_explore(layer("leased", LeasedCacheAside))
+"""
+
+# A seed for which the racy layer's race is found within the budget (at its 13th example, for
+# the node id test_layer.py::test_racy), and the lease layer passes.  The budget only bounds
+# the lease layer's run: an exploration stops at its first failure.
+RACE_SEED = 12
+RACE_OPTIONS = ("--cachecheck", f"--cachecheck-seed={RACE_SEED}", "--cachecheck-examples=300")
+SMALL = ("--cachecheck", "--cachecheck-seed=7", "--cachecheck-examples=10")
+EXPLORED = re.compile(r"explored: (\d+) examples, (\d+) scheduling steps, (\d+) operations")
+
+
+@pytest.fixture
+def layers(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(test_layer=LAYERS)
+    return pytester
+
+
+def summary(result: pytest.RunResult) -> str:
+    """The text of the ``cachecheck`` terminal summary section."""
+    text = result.stdout.str()
+    start = re.search(r"^=+ cachecheck =+$", text, re.M)
+    assert start, f"no cachecheck summary section in:\n{text}"
+    end = re.search(r"^=+ .* =+$", text[start.end() :], re.M)
+    return text[start.end() : start.end() + end.start()] if end else text[start.end() :]
+
+
+def explored(result: pytest.RunResult, target: str) -> tuple[int, int, int]:
+    """(examples, scheduling steps, operations) of ``target`` in the summary."""
+    section = summary(result)
+    block = section[section.index(f"{target}: ") :]
+    examples, points, operations = EXPLORED.search(block).groups()
+    return int(examples), int(points), int(operations)
+
+
+# --- off by default -------------------------------------------------------------------------
+
+OFF_BY_DEFAULT = """
+import pytest
+
+from pytest_cachecheck import Target
+from pytest_cachecheck.strategies.leases import LeasedCacheAside
+
+LEASED = Target(
+    name="leased",
+    build=LeasedCacheAside,
+    read="get_user",
+    write=lambda layer, key, value: layer.update_user(key, {"name": value}),
+    observe=lambda user: user and user["name"],
+)
+
+
+@pytest.mark.cachecheck
+def test_marked():
+    pass
+
+
+def test_uses_fixture(cachecheck_explore):
+    cachecheck_explore(LEASED, examples=5)
+
+
+def test_plain():
+    pass
+"""
+
+
+def test_without_cachecheck_marked_and_fixture_tests_are_skipped(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_off=OFF_BY_DEFAULT)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines(
+        [
+            "cachecheck: off (use --cachecheck to explore)",
+            "SKIPPED [[]1[]] test_off.py*: cachecheck exploration is off: run pytest with --cachecheck*",
+            "SKIPPED [[]1[]] test_off.py*: cachecheck exploration is off: run pytest with --cachecheck*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*= cachecheck =*")
+
+
+def test_cachecheck_option_runs_them(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_off=OFF_BY_DEFAULT)
+    result = pytester.runpytest("--cachecheck", "--cachecheck-seed=7")
+    result.assert_outcomes(passed=3)
+    # The fixture's own budget (examples=5) wins over the session's.
+    result.stdout.fnmatch_lines(["*= cachecheck =*", "leased: PASSED *", "  explored: 5 examples, *"])
+
+
+def test_ini_cachecheck_true_runs_them(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_off=OFF_BY_DEFAULT)
+    pytester.makeini("[pytest]\ncachecheck = true\ncachecheck_steps = 4\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["cachecheck: seed=* 500 examples x 4 steps per target", "leased: PASSED *"])
+
+
+def test_cachecheck_seed_fixture_is_the_session_seed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_seed="""
+        def test_seed(cachecheck_seed):
+            assert cachecheck_seed == 4242
+        """
+    )
+    pytester.runpytest("--cachecheck", "--cachecheck-seed=4242").assert_outcomes(passed=1)
+
+
+# --- header and summary ---------------------------------------------------------------------
+
+
+def test_header_shows_the_seed_and_budget(layers: pytest.Pytester) -> None:
+    result = layers.runpytest(
+        "--cachecheck", "--cachecheck-seed=4242", "--cachecheck-examples=10",
+        "-k", "leased",
+    )
+    result.stdout.fnmatch_lines(
+        ["cachecheck: seed=4242 (replay with --cachecheck-seed=4242), 10 examples x 20 steps per target"]
+    )
+
+
+def test_header_shows_a_fresh_seed_that_replays(layers: pytest.Pytester) -> None:
+    result = layers.runpytest("--cachecheck", "--cachecheck-examples=1", "-k", "leased")
+    pattern = r"^cachecheck: seed=(\d+) \(replay with --cachecheck-seed=(\d+)\)"
+    header = re.search(pattern, result.stdout.str(), re.M)
+    assert header, result.stdout.str()
+    assert header.group(1) == header.group(2)
+
+
+def test_summary_lists_target_verdict_and_figures(layers: pytest.Pytester) -> None:
+    result = layers.runpytest(*SMALL, "-k", "leased")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= cachecheck =*",
+            "leased: PASSED (contract: strict (no stale read, converges at quiescence);"
+            " embedded (fakeredis + SQLite))",
+            "  verdicts: divergence ok, errors ok, monotonic-reads ok, phantom-read ok, read-your-writes ok,"
+            " stale-read ok",
+            "  largest stale-read window: 0 s; longest divergence: 0 s",
+            "  explored: 10 examples, * scheduling steps, * operations in *s (seed *)",
+            "  reads: *, hit rate *%, source queries per read *",
+        ]
+    )
+
+
+# --- the racy layer fails with a story, the lease layer passes --------------------------------
+
+
+def test_racy_layer_fails_with_the_cache_aside_story(layers: pytest.Pytester) -> None:
+    result = layers.runpytest(*RACE_OPTIONS, "-k", "racy")
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            "cachecheck: racy violates divergence (contract: strict (no stale read, converges at quiescence))",
+            "[[]divergence[]] client * read the source (u*.v0) at step *;"
+            " client * then filled the cache with u*.v0 at step *"
+            " The cache disagrees with the source (u*.v1) until the entry expires in 3600 s.",
+            "Minimal interleaving (2 decisions);"
+            f" replay: pytest test_layer.py::test_racy --cachecheck --cachecheck-seed={RACE_SEED}",
+            "state = Racy()",
+            "state.do(step=Read(client=*, key='u*', pause_after=2))",
+            "state.do(step=Write(client=*, key='u*'))",
+            "*= cachecheck =*",
+            "racy: FAILED *",
+            "  verdicts: divergence violated, *",
+        ]
+    )
+    # The story is the whole failure: no traceback into the harness.
+    result.stdout.no_fnmatch_line("*_explore.py*")
+    result.stdout.no_fnmatch_line("*pytest_cachecheck*.py*")
+    result.stdout.no_fnmatch_line("*Traceback*")
+
+
+def test_lease_layer_passes_with_the_same_options(layers: pytest.Pytester) -> None:
+    result = layers.runpytest(*RACE_OPTIONS, "-k", "leased")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["leased: PASSED *", "  verdicts: divergence ok, *, stale-read ok"])
+    assert "violated" not in summary(result)
+
+
+def failure_section(result: pytest.RunResult) -> str:
+    text = result.stdout.str()
+    return text[text.index("= FAILURES =") : text.index("= cachecheck =")]
+
+
+def test_same_seed_gives_byte_identical_failure(layers: pytest.Pytester) -> None:
+    first = layers.runpytest(*RACE_OPTIONS, "-k", "racy")
+    second = layers.runpytest(*RACE_OPTIONS, "-k", "racy")
+    first.assert_outcomes(failed=1, deselected=1)
+    assert "Minimal interleaving" in failure_section(first)
+    assert failure_section(first) == failure_section(second)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+WHOLE = "expected a positive whole number"
+SECONDS = "expected a positive number of seconds"
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--cachecheck-examples=0", f"--cachecheck-examples='0': {WHOLE}, e.g. --cachecheck-examples=*"),
+        ("--cachecheck-examples=lots", f"--cachecheck-examples='lots': {WHOLE}, e.g. --cachecheck-examples=*"),
+        ("--cachecheck-steps=0", f"--cachecheck-steps='0': {WHOLE}, e.g. --cachecheck-steps=*"),
+        ("--cachecheck-seed=-1", "--cachecheck-seed='-1': the seed must be >= 0"),
+        ("--cachecheck-seed=abc", "--cachecheck-seed='abc': expected a whole number, e.g. the seed shown in the*"),
+        ("--cachecheck-watchdog=0", f"--cachecheck-watchdog='0': {SECONDS}, e.g. --cachecheck-watchdog=*"),
+    ],
+)
+def test_bad_option_is_a_one_line_usage_error(layers: pytest.Pytester, option: str, message: str) -> None:
+    result = layers.runpytest("--cachecheck", option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert len([line for line in result.stderr.lines if line.strip()]) == 1, result.stderr.str()
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_bad_ini_value_is_a_usage_error_naming_the_ini_option(layers: pytest.Pytester) -> None:
+    layers.makeini("[pytest]\ncachecheck_examples = zero\n")
+    result = layers.runpytest("--cachecheck")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: ini option cachecheck_examples: *'zero': expected a positive whole number, e.g. *"]
+    )
+    assert len([line for line in result.stderr.lines if line.strip()]) == 1, result.stderr.str()
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_explore_rejects_what_is_not_a_target(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_not_target="""
+        def test_not_target(cachecheck_explore):
+            cachecheck_explore({"name": "profiles"})
+        """
+    )
+    result = pytester.runpytest("--cachecheck", "--cachecheck-examples=1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["E *TypeError: cachecheck_explore takes a pytest_cachecheck.Target, not {'name': 'profiles'}"]
+    )
+
+
+# --- properties added by a conftest -----------------------------------------------------------
+
+OK_PROPERTY = """
+from pytest_cachecheck import Verdict, hookimpl
+
+
+@hookimpl
+def cachecheck_check(history, contract):
+    return Verdict.of("team-property", [], {"operations": len(history.operations())})
+"""
+
+VIOLATED_PROPERTY = """
+from pytest_cachecheck import Finding, Verdict, hookimpl
+
+
+@hookimpl
+def cachecheck_check(history, contract):
+    writes = [op for op in history.operations() if op.kind == "write" and op.client != 0]
+    return Verdict.of(
+        "no-writes",
+        [Finding("no-writes", f"client {op.client} wrote {op.key} at step {op.invoke_step}") for op in writes],
+    )
+"""
+
+
+def test_conftest_property_appears_in_the_verdicts(layers: pytest.Pytester) -> None:
+    layers.makeconftest(OK_PROPERTY)
+    result = layers.runpytest(*SMALL, "-k", "leased")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        ["leased: PASSED *", "  verdicts: *, read-your-writes ok, stale-read ok, team-property ok"]
+    )
+
+
+def test_violated_conftest_property_fails_the_exploration_with_its_finding(layers: pytest.Pytester) -> None:
+    layers.makeconftest(VIOLATED_PROPERTY)
+    result = layers.runpytest("--cachecheck", "--cachecheck-seed=5", "--cachecheck-examples=30", "-k", "leased")
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            "cachecheck: leased violates no-writes (contract: *)",
+            "[[]no-writes[]] client * wrote u* at step *",
+            "Minimal interleaving (1 decisions);"
+            " replay: pytest test_layer.py::test_leased --cachecheck --cachecheck-seed=5",
+            "state.do(step=Write(client=*, key='u*'))",
+            "*= cachecheck =*",
+            "leased: FAILED *",
+            "  verdicts: *, no-writes violated, *",
+        ]
+    )
+
+
+def test_conftest_checker_without_the_marker_is_rejected(layers: pytest.Pytester) -> None:
+    layers.makeconftest("def cachecheck_check(history, contract):\n    return None\n")
+    result = layers.runpytest(*SMALL, "-k", "leased")
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E *TypeError: plugin conftest defines cachecheck_check without the hook marker,"
+            " so it would never run; decorate it with @pytest_cachecheck.hooks.hookimpl."
+        ]
+    )
+
+
+# --- the budget options change the figures ----------------------------------------------------
+
+
+@pytest.mark.parametrize("examples", [1, 10, 30])
+def test_examples_option_sets_the_examples_explored(layers: pytest.Pytester, examples: int) -> None:
+    # Hypothesis may run a few more than asked on large budgets (1000 asked, ~1005 run); small
+    # ones on a passing layer are exact.
+    options = ("--cachecheck", "--cachecheck-seed=7", f"--cachecheck-examples={examples}")
+    result = layers.runpytest(*options, "-k", "leased")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines([f"  explored: {examples} examples, *"])
+    assert explored(result, "leased")[0] == examples
+
+
+def test_steps_option_bounds_the_operations_per_example(layers: pytest.Pytester) -> None:
+    short = layers.runpytest(*SMALL, "--cachecheck-steps=2", "-k", "leased")
+    long = layers.runpytest(*SMALL, "--cachecheck-steps=20", "-k", "leased")
+    short.stdout.fnmatch_lines(["cachecheck: seed=7 *, 10 examples x 2 steps per target"])
+    long.stdout.fnmatch_lines(["cachecheck: seed=7 *, 10 examples x 20 steps per target"])
+    examples, short_points, short_operations = explored(short, "leased")
+    _, long_points, long_operations = explored(long, "leased")
+    # Each decision starts at most one operation.
+    assert examples == 10 and short_operations <= 2 * examples
+    assert long_operations > short_operations and long_points > short_points
