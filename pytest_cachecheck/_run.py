@@ -22,6 +22,8 @@ from .history import SETUP_CLIENT, Call, Complete, History, Invoke, Probe
 from .target import Target
 
 MAX_EXPIRY_JUMPS = 16
+MAX_ACTOR_HELP = 2000
+"""Points background threads may run while draining, to unblock the operations waiting on them."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Run:
         self._versions = {key: itertools.count(1) for key in target.keys}
         self.steps: list[Step] = []
         self.broken = False
+        self._helped = 0
         initial = [(key, f"{key}.v0") for key in target.keys]
         self.world.setup_source(target.source, initial)
         for key, value in initial:
@@ -98,11 +101,9 @@ class Run:
             except Exception as exc:
                 failure.append(exc)
 
-        self.scheduler.submit(client.task, build, budget=sys.maxsize)
+        self._complete(client.task, build)
         if failure:
             raise BuildError(self.target, failure[0]) from failure[0]
-        if client.task.state != "idle":
-            raise Stall("hang", f"building {name}'s app instance did not finish: it {client.task.state}", client.task)
         return client
 
     # -- decisions ------------------------------------------------------------------------
@@ -214,9 +215,27 @@ class Run:
                 return
             ready = [task for task in busy if task.state == "ready"]
             timed = sorted((task for task in busy if task.runnable), key=lambda t: t.deadline or 0.0)
-            if not ready and not timed:
-                raise Stall("deadlock", _stuck(busy), busy[0])
-            self.scheduler.run_to_completion((ready or timed)[0])
+            if ready or timed:
+                self.scheduler.run_to_completion((ready or timed)[0])
+            else:
+                self._help_actors(busy)
+
+    def _help_actors(self, waiting: list[Task]) -> None:
+        """Every task in ``waiting`` waits: step a thread the layer started, or report the stall."""
+        actors = [task for task in self.scheduler.actors() if task.runnable]
+        if not actors or self._helped >= MAX_ACTOR_HELP:
+            raise Stall("deadlock", _stuck(waiting), waiting[0])
+        self._helped += 1
+        self.scheduler.step(actors[0])
+
+    def _complete(self, task: Task, job: Any) -> None:
+        """Run a harness job (building an instance, a probe read) on ``task`` to its end."""
+        self.scheduler.submit(task, job, budget=sys.maxsize)
+        while task.state != "idle":
+            if task.runnable:
+                self.scheduler.run_to_completion(task)
+            else:
+                self._help_actors([task])
 
     def _probe(self, prober: Client, key: str) -> bool:
         box: list[Any] = []
@@ -228,9 +247,7 @@ class Run:
             except Exception as exc:
                 box.append(exc)
 
-        self.scheduler.submit(prober.task, job, budget=sys.maxsize)
-        if prober.task.state != "idle" or not box:
-            raise Stall("hang", f"a fresh client's read of {key} at quiescence did not finish", prober.task)
+        self._complete(prober.task, job)
         if isinstance(box[0], Exception):
             raise Stall("errors", f"a fresh client's read of {key} at quiescence raised {_describe(box[0])}", prober.task)
         source = self.world.read_source(self.target.source, key)

@@ -30,7 +30,7 @@ import sys
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from . import _context
 from ._clock import VirtualClock
@@ -134,6 +134,8 @@ class Task:
         self.cancelled = False
         self.stall: Stall | None = None
         self.failure: BaseException | None = None
+        self.parent: Task | None = None
+        """The task that started this one, for a thread the layer started (an actor)."""
         self._job: Callable[[], None] | None = None
         self._go = _Baton()
         self._thread = _RealThread(target=self._main, name=f"{TASK_THREAD_PREFIX}{name}", daemon=True)
@@ -220,6 +222,7 @@ class Scheduler:
     def spawn_actor(self, parent: Task, name: str, body: Callable[[], None]) -> Task:
         """A thread the layer started: a task of ``parent``'s client, ready but not yet run."""
         task = self.spawn(f"{parent.name}/{name}", parent.client)
+        task.parent = parent
         task._job = body
         task.state = "ready"
         task.pending = "start"
@@ -415,8 +418,9 @@ class Scheduler:
             result=result,
         )
 
-    def iter_busy(self) -> Iterator[Task]:
-        return (task for task in self.tasks if task.busy)
+    def actors(self) -> list[Task]:
+        """Threads the layer started, in the order they were started."""
+        return [task for task in self.tasks if task.parent is not None]
 
 
 def _unblocked(outcome: Any) -> Any:

@@ -10,6 +10,7 @@ import pytest
 from layers import (
     BlocksOutsideControl,
     Direct,
+    HandsOff,
     Raises,
     SelfDeadlock,
     SleepsForever,
@@ -87,3 +88,9 @@ def test_a_layer_that_raises_is_an_error_finding():
 def test_a_correct_layer_without_a_cache_passes():
     report = explore(target(Direct), Budget(examples=50, seed=1))
     assert report.passed
+
+
+def test_an_operation_waiting_for_a_thread_its_layer_started_is_drained_not_deadlocked():
+    report = explore(target(HandsOff), Budget(examples=50, seed=1))
+    assert report.passed
+    assert report.properties.get("deadlock") is None
