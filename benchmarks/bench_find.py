@@ -1,8 +1,9 @@
 """How fast the harness finds each known bug, and how fast it explores correct layers.
 
-Prints, for every buggy layer in ``pytest_cachecheck.strategies``: the median over 5 seeds of
-the wall seconds to the first failing example and to the shrunk counterexample, and the
-counterexample's length in decisions; for every correct layer, examples explored per second.
+Prints, for every buggy layer in ``pytest_cachecheck.strategies``: over 5 seeds, how many found
+it within the budget and, over those, the median wall seconds to the first failing example and
+to the shrunk counterexample, the counterexample's length in decisions and the examples run
+before the first failure; for every correct layer, examples explored per second.
 Figures, not assertions: run it on a quiet machine and compare runs by eye.
 
     python benchmarks/bench_find.py [--seeds 5] [--examples 1000]
@@ -47,10 +48,8 @@ def bench_bug(target: Target, seeds: int, budget: int) -> dict:
             shrunk.append(report.wall_seconds)
             examples.append(report.examples_to_first_failure)
             lengths.append(count_decisions(failure.violation.trace) if failure.violation else 0)
-        else:
-            first.append(float("inf"))
     return {
-        "first": statistics.median(first),
+        "first": statistics.median(first) if first else float("inf"),
         "shrunk": statistics.median(shrunk) if shrunk else float("inf"),
         "length": statistics.median(lengths) if lengths else None,
         "examples": statistics.median(examples) if examples else None,

@@ -50,6 +50,8 @@ class Budget:
     database: ExampleDatabase | None = None
     replay: str = ""
     """How to re-run this exploration, for the failure message (default: the Budget itself)."""
+    key: str = ""
+    """Names this exploration in the example database (default: the target's name)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.examples, int) and self.examples >= 1):
@@ -91,6 +93,9 @@ def explore(
         report.absorb_history(run.history())
 
     machine = build_machine(target, config, backend, judge, record)
+    # The database keys saved examples by this digest: one per target and test, so a failure
+    # saved for one target is never replayed into another.
+    machine._hypothesis_internal_add_digest = f"cachecheck:{budget.key or target.name}".encode()
     started = time.perf_counter()
     hypothesis_seed(budget.seed)(machine)
     run_settings = settings(

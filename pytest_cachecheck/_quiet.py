@@ -38,21 +38,27 @@ class Chatter:
 @contextmanager
 def quiet_layer(chatter: Chatter) -> Iterator[None]:
     dropper = _DropTaskRecords()
-    handlers = list(logging.getLogger().handlers)
+    handlers = [*logging.getLogger().handlers, logging.lastResort]
     for handler in handlers:
-        handler.addFilter(dropper)
+        if handler is not None:
+            handler.addFilter(dropper)
+    caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield
     finally:
         for handler in handlers:
-            handler.removeFilter(dropper)
+            if handler is not None:
+                handler.removeFilter(dropper)
         chatter.log_records = dropper.dropped
+        _reissue_once(caught)
+
+
+def _reissue_once(caught: list[warnings.WarningMessage]) -> None:
     seen = set()
     for item in caught:
         where = (item.category, str(item.message), item.filename, item.lineno)
         if where not in seen:
             seen.add(where)
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-

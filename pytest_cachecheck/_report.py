@@ -18,6 +18,10 @@ from .verdict import Verdict
 _RANK = {"ok": 0, "unknown": 1, "violated": 2}
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def seconds(value: float) -> str:
     return "forever" if math.isinf(value) else f"{value:g} s"
 
@@ -38,6 +42,8 @@ class Report:
     stale_window: float = 0.0
     longest_divergence: float = 0.0
     properties: dict[str, str] = field(default_factory=dict)
+    within_contract: dict[str, int] = field(default_factory=dict)
+    """Findings the contract allows (a stale read younger than the bound), per property."""
     failure: str | None = None
     wall_seconds: float = 0.0
     layer_log_records: int = 0
@@ -67,6 +73,9 @@ class Report:
             before = self.properties.get(verdict.property, "ok")
             if _RANK[verdict.status] >= _RANK[before]:
                 self.properties[verdict.property] = verdict.status
+            allowed = sum(1 for finding in verdict.findings if not finding.violates)
+            if allowed:
+                self.within_contract[verdict.property] = self.within_contract.get(verdict.property, 0) + allowed
             self.stale_window = max(self.stale_window, float(verdict.figures.get("stale_window", 0.0)))
             self.longest_divergence = max(
                 self.longest_divergence, float(verdict.figures.get("longest_divergence", 0.0))
@@ -83,7 +92,10 @@ class Report:
         return self.failure is None
 
     def summary_lines(self) -> list[str]:
-        verdicts = ", ".join(f"{name} {status}" for name, status in sorted(self.properties.items())) or "none judged"
+        verdicts = ", ".join(
+            f"{name} {status}" + (f" ({self.within_contract[name]} within contract)" if name in self.within_contract else "")
+            for name, status in sorted(self.properties.items())
+        ) or "none judged"
         hit_rate = f"{100 * self.hits / self.reads:.0f}%" if self.reads else "n/a"
         per_read = f"{self.source_queries / self.reads:.2f}" if self.reads else "n/a"
         return [
@@ -92,8 +104,8 @@ class Report:
             f"  verdicts: {verdicts}",
             f"  largest stale-read window: {seconds(self.stale_window)}; "
             f"longest divergence: {seconds(self.longest_divergence)}",
-            f"  explored: {self.examples} examples, {self.points} scheduling steps, "
-            f"{self.operations} operations in {self.wall_seconds:.1f} s (seed {self.seed})",
+            f"  explored: {plural(self.examples, 'example')}, {plural(self.points, 'scheduling step')}, "
+            f"{plural(self.operations, 'operation')} in {self.wall_seconds:.1f} s (test seed {self.seed})",
             f"  reads: {self.reads}, hit rate {hit_rate}, source queries per read {per_read}"
             + (f"; the layer logged {self.layer_log_records} records (not shown)" if self.layer_log_records else ""),
         ]
@@ -115,7 +127,7 @@ def describe_failure(target: Target, headline_verdicts: list[Verdict], trace: st
     decisions = count_decisions(trace)
     lines += [
         "",
-        f"Minimal interleaving ({decisions} decisions); replay: {replay}",
+        f"Minimal interleaving ({plural(decisions, 'decision')}); replay: {replay}",
         trace,
     ]
     return "\n".join(lines)

@@ -15,15 +15,19 @@ A ``conftest.py`` or plugin defining ``cachecheck_check`` adds a property to eve
 
 from __future__ import annotations
 
+import os
 import random
 import zlib
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis import settings
 
 from ._explore import Budget, CachecheckFailure, explore
 from ._report import Report
+from .checkers import checker_manager
 from ._run import RunConfig
 from .target import Target
 
@@ -31,30 +35,33 @@ _STATE = pytest.StashKey["_SessionState"]()
 _SKIP_REASON = "cachecheck exploration is off: run pytest with --cachecheck (or set cachecheck = true in the ini file)"
 
 
-def _positive_int(name: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise pytest.UsageError(f"{name}={text!r}: expected a positive whole number, e.g. {name}=200")
-        return value
-
-    return parse
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError("expected a positive whole number")
+    return value
 
 
-def _positive_seconds(name: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = 0.0
-        if not value > 0:
-            raise pytest.UsageError(f"{name}={text!r}: expected a positive number of seconds, e.g. {name}=5")
-        return value
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError("expected a positive number of seconds")
+    return value
 
-    return parse
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _seed(text: str) -> int:
@@ -69,15 +76,26 @@ def _seed(text: str) -> int:
     return value
 
 
-# name, ini type, default, parser, help
-_OPTIONS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
-    ("examples", "string", "500", _positive_int("--cachecheck-examples"), "interleavings explored per target"),
-    ("steps", "string", "20", _positive_int("--cachecheck-steps"), "decisions (operations, steps, ticks) per interleaving"),
+def _command_line(name: str, parse: Callable[[str], Any], default: str) -> Callable[[str], Any]:
+    """``parse`` for ``--cachecheck-NAME``, failing with a usage error that shows a good value."""
+
+    def parse_option(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise pytest.UsageError(f"--cachecheck-{name}={text!r}: {error}, e.g. --cachecheck-{name}={default}") from None
+
+    return parse_option
+
+
+# name, default, parser, help
+_OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
+    ("examples", "500", _positive_int, "interleavings explored per target"),
+    ("steps", "20", _positive_int, "decisions (operations, resumes, ticks) per interleaving"),
     (
         "watchdog",
-        "string",
         "5",
-        _positive_seconds("--cachecheck-watchdog"),
+        _positive_seconds,
         "wall seconds a client may run without reaching a scheduling point before it is reported as hung",
     ),
 ]
@@ -92,7 +110,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="explore cachecheck targets (tests marked cachecheck are skipped without it)",
     )
-    parser.addini("cachecheck", "explore cachecheck targets, like --cachecheck", type="bool", default=False)
+    parser.addini("cachecheck", "explore cachecheck targets, like --cachecheck (true/false)", default="false")
     group.addoption(
         "--cachecheck-seed",
         dest="cachecheck_seed",
@@ -100,15 +118,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="seed of the exploration (default: a fresh one, shown in the header)",
     )
-    for name, kind, default, parse, text in _OPTIONS:
+    for name, default, parse, text in _OPTIONS:
         group.addoption(
             f"--cachecheck-{name}",
             dest=f"cachecheck_{name}",
             default=None,
-            type=parse,
+            type=_command_line(name, parse, default),
             help=f"{text} (default {default}; ini cachecheck_{name})",
         )
-        parser.addini(f"cachecheck_{name}", text, type=kind, default=default)
+        parser.addini(f"cachecheck_{name}", text, default=default)
 
 
 @dataclass
@@ -120,15 +138,17 @@ class _SessionState:
     reports: list[Report] = field(default_factory=list)
 
 
-def _option(config: pytest.Config, name: str, parse: Callable[[str], Any]) -> Any:
-    value = config.getoption(f"cachecheck_{name}")
-    if value is not None:
-        return value
-    text = str(config.getini(f"cachecheck_{name}"))
+def _ini(config: pytest.Config, name: str, parse: Callable[[str], Any], example: str) -> Any:
+    text = str(config.getini(name))
     try:
         return parse(text)
-    except pytest.UsageError as error:
-        raise pytest.UsageError(f"ini option cachecheck_{name}: {error}") from None
+    except ValueError as error:
+        raise pytest.UsageError(f"ini option {name} = {text!r}: {error}, e.g. {name} = {example}") from None
+
+
+def _option(config: pytest.Config, name: str, parse: Callable[[str], Any], default: str) -> Any:
+    value = config.getoption(f"cachecheck_{name}")
+    return value if value is not None else _ini(config, f"cachecheck_{name}", parse, default)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -138,15 +158,17 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     enabled = config.getoption("cachecheck")
     if enabled is None:
-        enabled = bool(config.getini("cachecheck"))
+        enabled = _ini(config, "cachecheck", _boolean, "true")
     seed = config.getoption("cachecheck_seed")
     if seed is None:
         seed = random.Random().getrandbits(32)
-    parsed = {name: _option(config, name, parse) for name, _, _, parse, _ in _OPTIONS}
+    parsed = {name: _option(config, name, parse, default) for name, default, parse, _ in _OPTIONS}
     state = _SessionState(
         enabled=enabled,
         seed=seed,
-        budget=Budget(examples=parsed["examples"], steps=parsed["steps"], seed=seed),
+        # The current Hypothesis profile's database (``.hypothesis/`` by default): a failure
+        # found once is replayed first next time, as Hypothesis users expect.
+        budget=Budget(examples=parsed["examples"], steps=parsed["steps"], seed=seed, database=settings().database),
         config=RunConfig(watchdog=parsed["watchdog"]),
     )
     config.stash[_STATE] = state
@@ -181,6 +203,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def _budget_flags(state: _SessionState, examples: int | None, steps: int | None) -> str:
+    """The budget options a replay needs, when the session's differ from the defaults."""
+    flags = ""
+    if examples is None and state.budget.examples != int(_OPTIONS[0][1]):
+        flags += f" --cachecheck-examples={state.budget.examples}"
+    if steps is None and state.budget.steps != int(_OPTIONS[1][1]):
+        flags += f" --cachecheck-steps={state.budget.steps}"
+    return flags
+
+
 def _test_seed(session_seed: int, nodeid: str, target: Target) -> int:
     return zlib.crc32(f"{session_seed}:{nodeid}:{target.name}".encode())
 
@@ -206,14 +238,25 @@ def cachecheck_explore(request: pytest.FixtureRequest) -> Callable[..., Report]:
         __tracebackhide__ = True
         if not isinstance(target, Target):
             raise TypeError(f"cachecheck_explore takes a pytest_cachecheck.Target, not {target!r}")
+        for name, value in (("examples", examples), ("steps", steps)):
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"cachecheck_explore({name}={value!r}): expected a positive whole number or None")
+        where = request.config.invocation_params.dir
+        node = Path(os.path.relpath(request.node.path, where)).as_posix()
+        test_id = "::".join([node, *request.node.nodeid.split("::")[1:]])
         budget = replace(
             state.budget,
-            examples=examples or state.budget.examples,
-            steps=steps or state.budget.steps,
+            examples=state.budget.examples if examples is None else examples,
+            steps=state.budget.steps if steps is None else steps,
             seed=_test_seed(state.seed, request.node.nodeid, target),
-            replay=f"pytest {request.node.nodeid} --cachecheck --cachecheck-seed={state.seed}",
+            replay=f"pytest {test_id} --cachecheck --cachecheck-seed={state.seed}" + _budget_flags(state, examples, steps),
+            key=f"{request.node.nodeid}:{target.name}",
         )
         checkers = (*_checker_plugins(request.config), *plugins)
+        try:
+            checker_manager(checkers)
+        except TypeError as error:
+            pytest.fail(f"cachecheck: {error}", pytrace=False)
         try:
             report = explore(target, budget, plugins=checkers, config=state.config)
         except CachecheckFailure as failure:

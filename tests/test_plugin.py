@@ -41,12 +41,17 @@ def test_leased(cachecheck_explore):
 """
 
 # A seed for which the racy layer's race is found within the budget (at its 13th example, for
-# the node id test_layer.py::test_racy), and the lease layer passes.  The budget only bounds
-# the lease layer's run: an exploration stops at its first failure.
+# the node id test_layer.py::test_racy; the shrunk story takes ~90 examples in all), and the lease
+# layer passes.  The budget only bounds the lease layer's run (~4 s for 300 examples), since an
+# exploration stops at its first failure.
 RACE_SEED = 12
 RACE_OPTIONS = ("--cachecheck", f"--cachecheck-seed={RACE_SEED}", "--cachecheck-examples=300")
 SMALL = ("--cachecheck", "--cachecheck-seed=7", "--cachecheck-examples=10")
-EXPLORED = re.compile(r"explored: (\d+) examples, (\d+) scheduling steps, (\d+) operations")
+EXPLORED = re.compile(r"explored: (\d+) examples?, (\d+) scheduling steps, (\d+) operations")
+
+# Runs that find a failure go through a subprocess in a directory of pytester's: Hypothesis may
+# save a failure in an example database under the working directory and replay it first next
+# time, and an in-process run would share the outer session's (the repository's) database.
 
 
 @pytest.fixture
@@ -98,6 +103,10 @@ def test_uses_fixture(cachecheck_explore):
     cachecheck_explore(LEASED, examples=5)
 
 
+def test_uses_seed(cachecheck_seed):
+    pass
+
+
 def test_plain():
     pass
 """
@@ -106,21 +115,20 @@ def test_plain():
 def test_without_cachecheck_marked_and_fixture_tests_are_skipped(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_off=OFF_BY_DEFAULT)
     result = pytester.runpytest("-rs")
-    result.assert_outcomes(passed=1, skipped=2)
-    result.stdout.fnmatch_lines(
-        [
-            "cachecheck: off (use --cachecheck to explore)",
-            "SKIPPED [[]1[]] test_off.py*: cachecheck exploration is off: run pytest with --cachecheck*",
-            "SKIPPED [[]1[]] test_off.py*: cachecheck exploration is off: run pytest with --cachecheck*",
-        ]
-    )
+    result.assert_outcomes(passed=1, skipped=3)
+    result.stdout.fnmatch_lines(["cachecheck: off (use --cachecheck to explore)"])
+    reason = "cachecheck exploration is off: run pytest with --cachecheck (or set cachecheck = true in the ini file)"
+    # -rs folds skips with the same location: "SKIPPED [2] test_off.py: <reason>".
+    skips = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
+    assert all(line.endswith(f": {reason}") for line in skips), skips
+    assert sum(int(re.match(r"SKIPPED \[(\d+)\]", line).group(1)) for line in skips) == 3, skips
     result.stdout.no_fnmatch_line("*= cachecheck =*")
 
 
 def test_cachecheck_option_runs_them(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_off=OFF_BY_DEFAULT)
     result = pytester.runpytest("--cachecheck", "--cachecheck-seed=7")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     # The fixture's own budget (examples=5) wins over the session's.
     result.stdout.fnmatch_lines(["*= cachecheck =*", "leased: PASSED *", "  explored: 5 examples, *"])
 
@@ -129,7 +137,7 @@ def test_ini_cachecheck_true_runs_them(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_off=OFF_BY_DEFAULT)
     pytester.makeini("[pytest]\ncachecheck = true\ncachecheck_steps = 4\n")
     result = pytester.runpytest()
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["cachecheck: seed=* 500 examples x 4 steps per target", "leased: PASSED *"])
 
 
@@ -147,10 +155,7 @@ def test_cachecheck_seed_fixture_is_the_session_seed(pytester: pytest.Pytester) 
 
 
 def test_header_shows_the_seed_and_budget(layers: pytest.Pytester) -> None:
-    result = layers.runpytest(
-        "--cachecheck", "--cachecheck-seed=4242", "--cachecheck-examples=10",
-        "-k", "leased",
-    )
+    result = layers.runpytest("--cachecheck", "--cachecheck-seed=4242", "--cachecheck-examples=10", "-k", "leased")
     result.stdout.fnmatch_lines(
         ["cachecheck: seed=4242 (replay with --cachecheck-seed=4242), 10 examples x 20 steps per target"]
     )
@@ -175,7 +180,7 @@ def test_summary_lists_target_verdict_and_figures(layers: pytest.Pytester) -> No
             "  verdicts: divergence ok, errors ok, monotonic-reads ok, phantom-read ok, read-your-writes ok,"
             " stale-read ok",
             "  largest stale-read window: 0 s; longest divergence: 0 s",
-            "  explored: 10 examples, * scheduling steps, * operations in *s (seed *)",
+            "  explored: 10 examples, * scheduling steps, * operations in *s (test seed *)",
             "  reads: *, hit rate *%, source queries per read *",
         ]
     )
@@ -185,7 +190,7 @@ def test_summary_lists_target_verdict_and_figures(layers: pytest.Pytester) -> No
 
 
 def test_racy_layer_fails_with_the_cache_aside_story(layers: pytest.Pytester) -> None:
-    result = layers.runpytest(*RACE_OPTIONS, "-k", "racy")
+    result = layers.runpytest_subprocess(*RACE_OPTIONS, "-k", "racy")
     result.assert_outcomes(failed=1, deselected=1)
     result.stdout.fnmatch_lines(
         [
@@ -194,7 +199,8 @@ def test_racy_layer_fails_with_the_cache_aside_story(layers: pytest.Pytester) ->
             " client * then filled the cache with u*.v0 at step *"
             " The cache disagrees with the source (u*.v1) until the entry expires in 3600 s.",
             "Minimal interleaving (2 decisions);"
-            f" replay: pytest test_layer.py::test_racy --cachecheck --cachecheck-seed={RACE_SEED}",
+            f" replay: pytest test_layer.py::test_racy --cachecheck --cachecheck-seed={RACE_SEED}"
+            " --cachecheck-examples=300",
             "state = Racy()",
             "state.do(step=Read(client=*, key='u*', pause_after=2))",
             "state.do(step=Write(client=*, key='u*'))",
@@ -221,12 +227,23 @@ def failure_section(result: pytest.RunResult) -> str:
     return text[text.index("= FAILURES =") : text.index("= cachecheck =")]
 
 
-def test_same_seed_gives_byte_identical_failure(layers: pytest.Pytester) -> None:
-    first = layers.runpytest(*RACE_OPTIONS, "-k", "racy")
-    second = layers.runpytest(*RACE_OPTIONS, "-k", "racy")
-    first.assert_outcomes(failed=1, deselected=1)
-    assert "Minimal interleaving" in failure_section(first)
-    assert failure_section(first) == failure_section(second)
+def test_same_seed_gives_byte_identical_failure(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two fresh directories, so that neither run can replay the other's saved failure.
+    sections = []
+    for name in ("first", "second"):
+        directory = pytester.mkdir(name)
+        (directory / "test_layer.py").write_text(LAYERS)
+        monkeypatch.chdir(directory)
+        result = pytester.runpytest_subprocess(*RACE_OPTIONS, "-k", "racy")
+        result.assert_outcomes(failed=1, deselected=1)
+        sections.append(failure_section(result))
+    assert "Minimal interleaving" in sections[0]
+    assert sections[0] == sections[1]
+    # Run again where the second run left its state (and example database, if any): same text.
+    again = pytester.runpytest_subprocess(*RACE_OPTIONS, "-k", "racy")
+    assert failure_section(again) == sections[0]
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -260,7 +277,7 @@ def test_bad_ini_value_is_a_usage_error_naming_the_ini_option(layers: pytest.Pyt
     result = layers.runpytest("--cachecheck")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: ini option cachecheck_examples: *'zero': expected a positive whole number, e.g. *"]
+        ["ERROR: ini option cachecheck_examples = 'zero': expected a positive whole number, e.g. cachecheck_examples = 500"]
     )
     assert len([line for line in result.stderr.lines if line.strip()]) == 1, result.stderr.str()
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
@@ -316,14 +333,16 @@ def test_conftest_property_appears_in_the_verdicts(layers: pytest.Pytester) -> N
 
 def test_violated_conftest_property_fails_the_exploration_with_its_finding(layers: pytest.Pytester) -> None:
     layers.makeconftest(VIOLATED_PROPERTY)
-    result = layers.runpytest("--cachecheck", "--cachecheck-seed=5", "--cachecheck-examples=30", "-k", "leased")
+    result = layers.runpytest_subprocess(
+        "--cachecheck", "--cachecheck-seed=5", "--cachecheck-examples=30", "-k", "leased"
+    )
     result.assert_outcomes(failed=1, deselected=1)
     result.stdout.fnmatch_lines(
         [
             "cachecheck: leased violates no-writes (contract: *)",
             "[[]no-writes[]] client * wrote u* at step *",
-            "Minimal interleaving (1 decisions);"
-            " replay: pytest test_layer.py::test_leased --cachecheck --cachecheck-seed=5",
+            "Minimal interleaving (1 decision*);"
+            " replay: pytest test_layer.py::test_leased --cachecheck --cachecheck-seed=5 --cachecheck-examples=30",
             "state.do(step=Write(client=*, key='u*'))",
             "*= cachecheck =*",
             "leased: FAILED *",
@@ -338,10 +357,11 @@ def test_conftest_checker_without_the_marker_is_rejected(layers: pytest.Pytester
     result.assert_outcomes(failed=1, deselected=1)
     result.stdout.fnmatch_lines(
         [
-            "E *TypeError: plugin conftest defines cachecheck_check without the hook marker,"
+            "cachecheck: plugin conftest defines cachecheck_check without the hook marker,"
             " so it would never run; decorate it with @pytest_cachecheck.hooks.hookimpl."
         ]
     )
+    result.stdout.no_fnmatch_line("*Traceback*")
 
 
 # --- the budget options change the figures ----------------------------------------------------
@@ -354,7 +374,7 @@ def test_examples_option_sets_the_examples_explored(layers: pytest.Pytester, exa
     options = ("--cachecheck", "--cachecheck-seed=7", f"--cachecheck-examples={examples}")
     result = layers.runpytest(*options, "-k", "leased")
     result.assert_outcomes(passed=1, deselected=1)
-    result.stdout.fnmatch_lines([f"  explored: {examples} examples, *"])
+    result.stdout.fnmatch_lines([f"  explored: {examples} example*, * scheduling steps, *"])
     assert explored(result, "leased")[0] == examples
 
 
