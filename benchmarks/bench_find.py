@@ -15,26 +15,10 @@ import argparse
 import platform
 import statistics
 import time
-from typing import Callable
 
 from pytest_cachecheck import Budget, CachecheckFailure, Target, explore
 from pytest_cachecheck._report import count_decisions
-from pytest_cachecheck.strategies.cache_aside import SeedCacheAside
-from pytest_cachecheck.strategies.leases import LeasedCacheAside, LeasesOnlyCacheAside
-
-
-def user_layer(name: str, build: Callable) -> Target:
-    return Target(
-        name=name,
-        build=build,
-        read="get_user",
-        write=lambda layer, key, value: layer.update_user(key, {"name": value}),
-        observe=lambda user: user and user["name"],
-    )
-
-
-BUGGY = [user_layer("seed-cache-aside", SeedCacheAside), user_layer("leases-only", LeasesOnlyCacheAside)]
-CORRECT = [user_layer("leased-cache-aside", LeasedCacheAside)]
+from pytest_cachecheck.strategies.catalogue import CORRECT, KNOWN_BUGS
 
 
 def bench_bug(target: Target, seeds: int, budget: int) -> dict:
@@ -73,7 +57,7 @@ def main() -> None:
           f"embedded default (fakeredis + SQLite), {options.seeds} seeds")
     print()
     print(f"{'known bug':<24} {'found':>6} {'first failure (s)':>18} {'shrunk (s)':>11} {'decisions':>10} {'examples':>9}")
-    for target in BUGGY:
+    for target in KNOWN_BUGS:
         row = bench_bug(target, options.seeds, options.budget)
         print(f"{target.name:<24} {row['found']:>6} {row['first']:>18.2f} {row['shrunk']:>11.2f} "
               f"{row['length']!s:>10} {row['examples']!s:>9}")

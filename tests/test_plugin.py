@@ -15,19 +15,9 @@ import pytest
 LAYERS = """
 import pytest
 
-from pytest_cachecheck import Target
 from pytest_cachecheck.strategies.cache_aside import SeedCacheAside
+from pytest_cachecheck.strategies.catalogue import seed_interface as layer
 from pytest_cachecheck.strategies.leases import LeasedCacheAside
-
-
-def layer(name, build):
-    return Target(
-        name=name,
-        build=build,
-        read="get_user",
-        write=lambda layer, key, value: layer.update_user(key, {"name": value}),
-        observe=lambda user: user and user["name"],
-    )
 
 
 @pytest.mark.cachecheck
