@@ -181,7 +181,14 @@ class History:
         return self.of_type(Probe)
 
     def operations(self) -> list[Operation]:
-        """Every operation in invocation order, completed or still in flight."""
+        """Every operation in invocation order, completed or still in flight (computed once)."""
+        cached = self.__dict__.get("_operations")
+        if cached is None:
+            cached = self._join_operations()
+            object.__setattr__(self, "_operations", cached)
+        return list(cached)
+
+    def _join_operations(self) -> tuple[Operation, ...]:
         by_op: dict[int, Operation] = {}
         for event in self.events:
             if isinstance(event, Invoke):
@@ -206,7 +213,7 @@ class History:
                     observed=event.value,
                     error=event.error,
                 )
-        return list(by_op.values())
+        return tuple(by_op.values())
 
     def calls_of(self, op: int) -> list[Call]:
         return [call for call in self.calls if call.op == op]
