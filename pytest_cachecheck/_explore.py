@@ -22,7 +22,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from . import _patches
 from ._quiet import Chatter, quiet_layer
-from ._embedded import EmbeddedBackend
+from ._backend import embedded
 from ._machine import Aborted, Violation, build_machine, stall_verdict
 from ._report import Report, describe_failure
 from ._run import Run, RunConfig
@@ -75,7 +75,7 @@ def explore(
     """
     checkers = checker_manager(plugins)
     own_backend = backend is None
-    backend = backend if backend is not None else EmbeddedBackend()
+    backend = backend if backend is not None else embedded()
     report = Report(target, backend.name, budget.seed)
 
     def judge(run: Run, stall: Stall | None) -> None:

@@ -10,7 +10,7 @@ import pytest
 from layers import target
 
 from pytest_cachecheck import Call, Source, Target
-from pytest_cachecheck._embedded import EmbeddedBackend
+from pytest_cachecheck._backend import embedded
 from pytest_cachecheck._patches import simulated_world
 from pytest_cachecheck._redis import render_command
 from pytest_cachecheck._run import Run, RunConfig
@@ -20,7 +20,7 @@ from pytest_cachecheck._sql import render_statement, to_qmark
 @pytest.fixture
 def backend():
     with simulated_world():
-        backend = EmbeddedBackend()
+        backend = embedded()
         yield backend
         backend.close()
 

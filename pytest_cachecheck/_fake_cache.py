@@ -1,0 +1,48 @@
+"""The embedded cache: a private, in-process fakeredis server.
+
+The server is ours alone, so a reset is FLUSHALL plus SCRIPT FLUSH (a cached script would let
+the next example skip its NOSCRIPT round trip: a different trace).  fakeredis reads
+``time.time()`` when it executes a command, so under the patched clock its TTLs run in virtual
+time; the harness's own expiry peeks run inside ``virtual_time``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+
+from . import _context
+from ._clock import VirtualClock
+from ._redis import scheduled_client
+from ._scheduler import Scheduler
+
+
+class FakeCache:
+    name = "fakeredis"
+
+    def __init__(self) -> None:
+        self.server = fakeredis.FakeServer()
+        self.admin = fakeredis.FakeRedis(server=self.server)
+        self._clients: dict[tuple[int, bool], Any] = {}
+
+    def reset(self) -> None:
+        self.admin.flushall()
+        self.admin.script_flush()
+
+    def client(self, slot: int, scheduler: Scheduler, decode_responses: bool) -> Any:
+        client = self._clients.get((slot, decode_responses))
+        if client is None:
+            client = fakeredis.FakeRedis(server=self.server, decode_responses=decode_responses)
+            self._clients[slot, decode_responses] = client
+        return scheduled_client(client, scheduler)
+
+    def next_expiry(self, clock: VirtualClock) -> float | None:
+        """Virtual seconds until the soonest key with a TTL expires, or None if none will."""
+        with _context.virtual_time(clock):
+            ttls = [self.admin.pttl(key) for key in self.admin.scan_iter(count=1000)]
+        pending = [ttl for ttl in ttls if ttl is not None and ttl >= 0]
+        return min(pending) / 1000.0 if pending else None
+
+    def close(self) -> None:
+        self._clients.clear()
