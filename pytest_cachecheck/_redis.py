@@ -62,12 +62,18 @@ def scheduled_client(base_instance: redis.Redis, scheduler: Scheduler) -> redis.
 
 class _ScheduledClient:
     _cachecheck_scheduler: Scheduler
+    _cachecheck_policy: Any = None
+    """On a shared real server, the confinement that prefixes keys and owns expiry."""
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         parent = super()
-        return self._cachecheck_scheduler.point(
-            "redis", render_command(args), lambda: parent.execute_command(*args, **options)
-        )
+        policy = self._cachecheck_policy
+
+        def send(*sent: Any) -> Any:
+            return parent.execute_command(*sent, **options)
+
+        action = (lambda: send(*args)) if policy is None else (lambda: policy.execute(self, args, send))
+        return self._cachecheck_scheduler.point("redis", render_command(args), action)
 
     def register_script(self, script: Any) -> Any:
         return _ScheduledScript(super().register_script(script), self._cachecheck_scheduler)  # type: ignore[misc]
@@ -80,23 +86,61 @@ class _ScheduledClient:
             cls = _pipeline_classes[base] = type(f"Scheduled{base.__name__}", (_ScheduledPipeline, base), {})
         pipe.__class__ = cls
         pipe._cachecheck_scheduler = self._cachecheck_scheduler
+        pipe._cachecheck_policy = self._cachecheck_policy
         return pipe
 
 
 class _ScheduledPipeline:
     _cachecheck_scheduler: Scheduler
+    _cachecheck_policy: Any = None
 
     def execute(self, raise_on_error: bool = True) -> Any:
         parent = super()
-        return self._cachecheck_scheduler.point(
-            "redis", _render_stack(self), lambda: parent.execute(raise_on_error)
-        )
+        text = _render_stack(self)
+        if self._cachecheck_policy is None:
+            return self._cachecheck_scheduler.point("redis", text, lambda: parent.execute(raise_on_error))
+        return self._cachecheck_scheduler.point("redis", text, lambda: self._confined(parent, raise_on_error))
+
+    def _confined(self, parent: Any, raise_on_error: bool) -> Any:
+        """Prefix every queued command's keys, and take over the TTLs they set."""
+        policy = self._cachecheck_policy
+        policy._expire_due()
+        layer_stack, self.command_stack = list(self.command_stack), []
+        extra: list[tuple[int, list[str], int]] = []  # (reply index, keys, how many replies)
+        for args, options in layer_stack:
+            name = str(args[0]).upper()
+            keys, rewritten = policy.rewrite(name, args)
+            self.command_stack.append((tuple(rewritten), options))
+            if policy.is_ttl_setter(name):
+                index = len(self.command_stack)
+                count = policy.capture(_Queue(self.command_stack), keys)
+                extra.append((index, keys, count))
+        replies = parent.execute(raise_on_error)
+        drop: set[int] = set()
+        for index, keys, count in extra:
+            policy.captured(keys, replies[index : index + count])
+            drop.update(range(index, index + count))
+        return [reply for i, reply in enumerate(replies) if i not in drop]
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         parent = super()
-        return self._cachecheck_scheduler.point(
-            "redis", render_command(args), lambda: parent.immediate_execute_command(*args, **options)
-        )
+        policy = self._cachecheck_policy
+
+        def send(*sent: Any) -> Any:
+            return parent.immediate_execute_command(*sent, **options)
+
+        action = (lambda: send(*args)) if policy is None else (lambda: policy.execute(self, args, send))
+        return self._cachecheck_scheduler.point("redis", render_command(args), action)
+
+
+class _Queue:
+    """Lets a policy queue commands on a pipeline's stack without redis-py's own bookkeeping."""
+
+    def __init__(self, stack: list) -> None:
+        self.stack = stack
+
+    def execute_command(self, *args: Any) -> None:
+        self.stack.append((args, {}))
 
 
 class _ScheduledScript:
