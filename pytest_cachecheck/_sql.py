@@ -8,15 +8,16 @@ Statements finish whole under the baton: a statement executes and all its rows a
 inside its point, and ``fetch*`` then serve rows from memory.  No cursor is ever left open
 across a point, so nothing a paused client holds can block another client inside C code.  The
 one thing that can is the source's write lock, held by a client inside an open transaction: a
-statement that finds it taken does not wait in the driver (busy timeout 0); it returns
-:class:`Blocked`, its task waits cooperatively, and the write lock's holders feed the deadlock
-detector.
+statement that finds it taken does not wait in the driver; it returns :class:`Blocked`, its
+task waits cooperatively, and the lock's holders feed the deadlock detector.  A :class:`Driver`
+says how, per database: SQLite here (busy timeout 0), PostgreSQL in ``_postgres``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterator, Sequence
+import sqlite3
+from typing import Any, Iterator, Protocol, Sequence
 
 from . import _context
 from ._scheduler import Blocked, Scheduler, Task, Waitable
@@ -85,7 +86,7 @@ class WriteLock(Waitable):
             self.wake_all()
 
 
-class _Result:
+class Result:
     """What one statement returned, fetched in full."""
 
     def __init__(self, rows: list[tuple] | None, description: Any, rowcount: int, lastrowid: Any) -> None:
@@ -122,7 +123,7 @@ class ScheduledCursor:
         self._take(result)
         return self
 
-    def _take(self, result: _Result) -> None:
+    def _take(self, result: Result) -> None:
         self._rows = list(result.rows or [])
         self.description = result.description
         self.rowcount = result.rowcount
@@ -154,29 +155,29 @@ class ScheduledCursor:
         self.close()
 
 
-class ScheduledConnection:
-    """A DB-API 2 connection (psycopg conventions) over a raw driver connection.
+class Driver(Protocol):
+    """How statements run on one kind of database, so that no wait happens inside C code.
 
-    ``is_busy`` tells whether a driver error means "another transaction holds the write lock".
+    ``run`` executes a statement whole and returns its :class:`Result`, or :class:`Blocked`
+    when another transaction holds what it needs (it is called again when the task is
+    resumed); ``end`` commits or rolls back; ``release`` forgets a connection's locks.
     """
+
+    def run(self, conn: "ScheduledConnection", sql: str, params: Any, many: bool) -> "Result | Blocked": ...
+    def end(self, conn: "ScheduledConnection", commit: bool) -> None: ...
+    def release(self, conn: "ScheduledConnection") -> None: ...
+
+
+class ScheduledConnection:
+    """A DB-API 2 connection (psycopg conventions) over a raw driver connection."""
 
     paramstyle = "format"
 
-    def __init__(
-        self,
-        raw: Any,
-        scheduler: Scheduler,
-        write_lock: WriteLock,
-        *,
-        translate: Callable[[str, Any], str],
-        is_busy: Callable[[BaseException], bool],
-    ) -> None:
+    def __init__(self, raw: Any, scheduler: Scheduler, driver: Driver) -> None:
         self.raw = raw
         self.scheduler = scheduler
-        self.write_lock = write_lock
+        self.driver = driver
         self.holder: Task | None = None
-        self._translate = translate
-        self._is_busy = is_busy
         self.closed = False
 
     # DB-API surface
@@ -188,13 +189,13 @@ class ScheduledConnection:
         return self.cursor().execute(sql, params)
 
     def commit(self) -> None:
-        self._end("COMMIT", self.raw.commit)
+        self.scheduler.point("sql", "COMMIT", lambda: self.driver.end(self, commit=True))
 
     def rollback(self) -> None:
-        self._end("ROLLBACK", self.raw.rollback)
+        self.scheduler.point("sql", "ROLLBACK", lambda: self.driver.end(self, commit=False))
 
     def close(self) -> None:
-        self.write_lock.released_by(self)
+        self.driver.release(self)
         self.closed = True
 
     def __enter__(self) -> "ScheduledConnection":
@@ -206,43 +207,53 @@ class ScheduledConnection:
         else:
             self.rollback()
 
-    # scheduling points
-
-    def _end(self, verb: str, finish: Callable[[], None]) -> None:
-        def run() -> None:
-            try:
-                finish()
-            finally:
-                self.write_lock.released_by(self)
-
-        self.scheduler.point("sql", verb, run)
-
-    def _run(self, sql: str, params: Any, *, many: bool) -> _Result:
+    def _run(self, sql: str, params: Any, *, many: bool) -> Result:
         text = render_statement(sql, params[0] if many and params else params)
         if many:
             text += f" (x{len(params)})"
+        return self.scheduler.point("sql", text, lambda: self.driver.run(self, sql, params, many))
 
-        def run() -> Any:
-            cursor = self.raw.cursor()
-            try:
-                if many:
-                    cursor.executemany(self._translate(sql, params[0] if params else None), params)
-                else:
-                    cursor.execute(self._translate(sql, params), () if params is None else params)
-                rows = [tuple(row) for row in cursor.fetchall()] if cursor.description else None
-                result = _Result(rows, cursor.description, cursor.rowcount, getattr(cursor, "lastrowid", None))
-            except Exception as exc:
-                if self._is_busy(exc):
-                    holders = ", ".join(task.name for task in self.write_lock.holders()) or "another transaction"
-                    return Blocked(self.write_lock, None, f"write lock held by {holders}")
-                raise
-            finally:
-                cursor.close()
-            if self._in_transaction():
-                self.write_lock.taken_by(self)
-            return result
 
-        return self.scheduler.point("sql", text, run)
+def fetch_whole(cursor: Any) -> Result:
+    """Everything a statement returned, read off ``cursor`` at once."""
+    rows = [tuple(row) for row in cursor.fetchall()] if cursor.description else None
+    return Result(rows, cursor.description, cursor.rowcount, getattr(cursor, "lastrowid", None))
 
-    def _in_transaction(self) -> bool:
-        return bool(getattr(self.raw, "in_transaction", False))
+
+class SQLiteDriver:
+    """SQLite: a busy database (another connection's write transaction) is a cooperative wait."""
+
+    def __init__(self, write_lock: WriteLock) -> None:
+        self.write_lock = write_lock
+
+    def run(self, conn: ScheduledConnection, sql: str, params: Any, many: bool) -> "Result | Blocked":
+        cursor = conn.raw.cursor()
+        try:
+            if many:
+                cursor.executemany(to_qmark(sql, params[0] if params else None), params)
+            else:
+                cursor.execute(to_qmark(sql, params), () if params is None else params)
+            result = fetch_whole(cursor)
+        except sqlite3.OperationalError as exc:
+            if _sqlite_busy(exc):
+                holders = ", ".join(task.name for task in self.write_lock.holders()) or "another transaction"
+                return Blocked(self.write_lock, None, f"write lock held by {holders}")
+            raise
+        finally:
+            cursor.close()
+        if conn.raw.in_transaction:
+            self.write_lock.taken_by(conn)
+        return result
+
+    def end(self, conn: ScheduledConnection, commit: bool) -> None:
+        try:
+            conn.raw.commit() if commit else conn.raw.rollback()
+        finally:
+            self.write_lock.released_by(conn)
+
+    def release(self, conn: ScheduledConnection) -> None:
+        self.write_lock.released_by(conn)
+
+
+def _sqlite_busy(exc: BaseException) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "database is locked" in str(exc)

@@ -14,14 +14,8 @@ import sqlite3
 import tempfile
 
 from ._scheduler import Scheduler
-from ._sql import ScheduledConnection, WriteLock, to_qmark
+from ._sql import ScheduledConnection, SQLiteDriver, WriteLock, to_qmark
 from .target import Source
-
-
-def _is_busy(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and (
-        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "database is locked" in str(exc)
-    )
 
 
 class SQLiteSource:
@@ -55,7 +49,7 @@ class SQLiteSource:
         raw = self._raw.get(slot)
         if raw is None:
             raw = self._raw[slot] = self._connect()
-        return ScheduledConnection(raw, scheduler, self.write_lock, translate=to_qmark, is_busy=_is_busy)
+        return ScheduledConnection(raw, scheduler, SQLiteDriver(self.write_lock))
 
     def setup(self, source: Source, rows: list[tuple[str, str]]) -> None:
         for statement in source.statements:
