@@ -29,6 +29,7 @@ from ._explore import Budget, CachecheckFailure, explore
 from ._report import Report
 from .checkers import checker_manager
 from ._run import RunConfig
+from ._servers import ServerError, Servers, check_db, check_redis
 from .target import Target
 
 _STATE = pytest.StashKey["_SessionState"]()
@@ -118,6 +119,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="seed of the exploration (default: a fresh one, shown in the header)",
     )
+    group.addoption(
+        "--cachecheck-redis",
+        dest="cachecheck_redis",
+        default=None,
+        metavar="URL",
+        help="explore on this Redis server, confined to a key prefix (default: embedded fakeredis; "
+        "ini cachecheck_redis; env CACHECHECK_REDIS)",
+    )
+    parser.addini("cachecheck_redis", "Redis URL to explore on, like --cachecheck-redis", default="")
+    group.addoption(
+        "--cachecheck-db",
+        dest="cachecheck_db",
+        default=None,
+        metavar="DSN",
+        help="explore on this PostgreSQL database, in a private schema (default: embedded SQLite; "
+        "ini cachecheck_db; env CACHECHECK_DB)",
+    )
+    parser.addini("cachecheck_db", "PostgreSQL DSN to explore on, like --cachecheck-db", default="")
+    group.addoption(
+        "--cachecheck-allow-remote",
+        action="store_true",
+        dest="cachecheck_allow_remote",
+        default=None,
+        help="allow servers that are not on this machine (ini cachecheck_allow_remote; env CACHECHECK_ALLOW_REMOTE)",
+    )
+    parser.addini("cachecheck_allow_remote", "allow non-loopback servers (true/false)", default="false")
     for name, default, parse, text in _OPTIONS:
         group.addoption(
             f"--cachecheck-{name}",
@@ -136,6 +163,7 @@ class _SessionState:
     budget: Budget
     config: RunConfig
     reports: list[Report] = field(default_factory=list)
+    servers: Servers = field(default_factory=lambda: Servers())
 
 
 def _ini(config: pytest.Config, name: str, parse: Callable[[str], Any], example: str) -> Any:
@@ -172,6 +200,29 @@ def pytest_configure(config: pytest.Config) -> None:
         config=RunConfig(watchdog=parsed["watchdog"]),
     )
     config.stash[_STATE] = state
+    state.servers = _servers(config, connect=enabled)
+
+
+def _servers(config: pytest.Config, *, connect: bool) -> Servers:
+    """The real servers named on the command line, in the environment or the ini file, checked."""
+
+    def setting(name: str) -> str | None:
+        value = config.getoption(f"cachecheck_{name}") or os.environ.get(f"CACHECHECK_{name.upper()}")
+        return value or str(config.getini(f"cachecheck_{name}")) or None
+
+    allow = config.getoption("cachecheck_allow_remote")
+    if allow is None:
+        env = os.environ.get("CACHECHECK_ALLOW_REMOTE")
+        allow = _boolean(env) if env else _ini(config, "cachecheck_allow_remote", _boolean, "true")
+    servers = Servers(redis_url=setting("redis"), db_dsn=setting("db"), allow_remote=allow)
+    try:
+        if servers.redis_url:
+            check_redis(servers.redis_url, allow_remote=allow, connect=connect)
+        if servers.db_dsn:
+            check_db(servers.db_dsn, allow_remote=allow, connect=connect)
+    except ServerError as error:
+        raise pytest.UsageError(str(error)) from None
+    return servers
 
 
 def _checker_plugins(config: pytest.Config) -> list[Any]:
@@ -188,7 +239,8 @@ def pytest_report_header(config: pytest.Config) -> str | None:
         return "cachecheck: off (use --cachecheck to explore)"
     return (
         f"cachecheck: seed={state.seed} (replay with --cachecheck-seed={state.seed}), "
-        f"{state.budget.examples} examples x {state.budget.steps} steps per target"
+        f"{state.budget.examples} examples x {state.budget.steps} steps per target, "
+        f"on {state.servers.describe()}"
     )
 
 
@@ -258,11 +310,17 @@ def cachecheck_explore(request: pytest.FixtureRequest) -> Callable[..., Report]:
         except TypeError as error:
             pytest.fail(f"cachecheck: {error}", pytrace=False)
         try:
-            report = explore(target, budget, plugins=checkers, config=state.config)
+            backend = state.servers.backend()
+        except Exception as error:  # a server that passed the checks went away since
+            pytest.fail(f"cachecheck: cannot open {state.servers.describe()}: {error}", pytrace=False)
+        try:
+            report = explore(target, budget, plugins=checkers, config=state.config, backend=backend)
         except CachecheckFailure as failure:
             report, story = failure.report, str(failure)
         else:
             story = None
+        finally:
+            backend.close()
         state.reports.append(report)
         if story is not None:
             pytest.fail(story, pytrace=False)
