@@ -128,7 +128,7 @@ def test_ini_cachecheck_true_runs_them(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ncachecheck = true\ncachecheck_steps = 4\n")
     result = pytester.runpytest()
     result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["cachecheck: seed=* 500 examples x 4 steps per target", "leased: PASSED *"])
+    result.stdout.fnmatch_lines(["cachecheck: seed=* 500 examples x 4 steps per target, on *", "leased: PASSED *"])
 
 
 def test_cachecheck_seed_fixture_is_the_session_seed(pytester: pytest.Pytester) -> None:
@@ -147,7 +147,7 @@ def test_cachecheck_seed_fixture_is_the_session_seed(pytester: pytest.Pytester) 
 def test_header_shows_the_seed_and_budget(layers: pytest.Pytester) -> None:
     result = layers.runpytest("--cachecheck", "--cachecheck-seed=4242", "--cachecheck-examples=10", "-k", "leased")
     result.stdout.fnmatch_lines(
-        ["cachecheck: seed=4242 (replay with --cachecheck-seed=4242), 10 examples x 20 steps per target"]
+        ["cachecheck: seed=4242 (replay with --cachecheck-seed=4242), 10 examples x 20 steps per target, on *"]
     )
 
 
@@ -371,8 +371,8 @@ def test_examples_option_sets_the_examples_explored(layers: pytest.Pytester, exa
 def test_steps_option_bounds_the_operations_per_example(layers: pytest.Pytester) -> None:
     short = layers.runpytest(*SMALL, "--cachecheck-steps=2", "-k", "leased")
     long = layers.runpytest(*SMALL, "--cachecheck-steps=20", "-k", "leased")
-    short.stdout.fnmatch_lines(["cachecheck: seed=7 *, 10 examples x 2 steps per target"])
-    long.stdout.fnmatch_lines(["cachecheck: seed=7 *, 10 examples x 20 steps per target"])
+    short.stdout.fnmatch_lines(["cachecheck: seed=7 *, 10 examples x 2 steps per target, on *"])
+    long.stdout.fnmatch_lines(["cachecheck: seed=7 *, 10 examples x 20 steps per target, on *"])
     examples, short_points, short_operations = explored(short, "leased")
     _, long_points, long_operations = explored(long, "leased")
     # Each decision starts at most one operation.
