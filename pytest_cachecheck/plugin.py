@@ -7,7 +7,7 @@ A test explores a target through the fixture::
         cachecheck_explore(Target(name="profiles", build=..., read="get", write=...))
 
 Exploration is off unless ``--cachecheck`` (or ``cachecheck = true`` in the ini file) is given:
-tests marked ``cachecheck`` or using a ``cachecheck_*`` fixture are then skipped with the reason.
+tests marked ``cachecheck`` or using ``cachecheck_explore`` are then skipped with the reason.
 Every option has an ini twin; the session seed is shown in the header, and each test derives
 its own seed from it and its node id, so one test's failure replays alone with the same seed.
 A ``conftest.py`` or plugin defining ``cachecheck_check`` adds a property to every exploration.
@@ -28,11 +28,14 @@ from hypothesis import settings
 from ._explore import Budget, CachecheckFailure, explore
 from ._report import Report
 from .checkers import checker_manager
+from ._private_redis import PrivateRedis, PrivateRedisError
 from ._run import RunConfig
 from ._servers import ServerError, Servers, check_db, check_redis
 from .target import Target
 
 _STATE = pytest.StashKey["_SessionState"]()
+_EXPLORING_FIXTURES = frozenset({"cachecheck_explore", "cachecheck_seed"})
+"""Tests using these are skipped when exploration is off (``cachecheck_private_redis`` is not)."""
 _SKIP_REASON = "cachecheck exploration is off: run pytest with --cachecheck (or set cachecheck = true in the ini file)"
 
 
@@ -251,7 +254,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason=_SKIP_REASON)
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
-        if item.get_closest_marker("cachecheck") or any(name.startswith("cachecheck_") for name in fixtures):
+        if item.get_closest_marker("cachecheck") or _EXPLORING_FIXTURES.intersection(fixtures):
             item.add_marker(skip)
 
 
@@ -327,6 +330,19 @@ def cachecheck_explore(request: pytest.FixtureRequest) -> Callable[..., Report]:
         return report
 
     return run
+
+
+@pytest.fixture
+def cachecheck_private_redis() -> Any:
+    """A redis-server of the test's own on a free loopback port, with ``kill()`` (kill -9),
+    ``restart()`` and ``url``; stopped and removed after the test.  Skips when redis-server is
+    not installed."""
+    try:
+        server = PrivateRedis()
+    except PrivateRedisError as error:
+        pytest.skip(str(error))
+    with server:
+        yield server
 
 
 @pytest.fixture
