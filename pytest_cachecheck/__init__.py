@@ -9,6 +9,7 @@ module whose name starts with ``_`` is internal.
 from ._explore import Budget, CachecheckFailure, explore
 from ._report import Report
 from ._run import RunConfig
+from ._servers import Servers
 from .checkers import check
 from .contract import Contract
 from .history import Call, Complete, History, Invoke, Operation, Probe
@@ -29,6 +30,7 @@ __all__ = [
     "Probe",
     "Report",
     "RunConfig",
+    "Servers",
     "Source",
     "Target",
     "TargetError",

@@ -22,7 +22,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from . import _patches
 from ._quiet import Chatter, quiet_layer
-from ._backend import embedded
+from ._servers import Servers
 from ._machine import Aborted, Violation, build_machine, stall_verdict
 from ._report import Report, describe_failure
 from ._run import Run, RunConfig
@@ -66,16 +66,18 @@ def explore(
     *,
     plugins: Iterable[Any] = (),
     config: RunConfig = RunConfig(),
+    servers: Servers | None = None,
     backend: Any = None,
 ) -> Report:
     """Drive ``target`` through ``budget.examples`` interleavings; raise on the first violation.
 
-    Returns the :class:`Report` when every example passed; raises :class:`CachecheckFailure`
-    (an ``AssertionError``) with the minimal counterexample otherwise.
+    Runs on ``servers`` (the embedded default when None), or on an open ``backend``.  Returns
+    the :class:`Report` when every example passed; raises :class:`CachecheckFailure` (an
+    ``AssertionError``) with the minimal counterexample otherwise.
     """
     checkers = checker_manager(plugins)
     own_backend = backend is None
-    backend = backend if backend is not None else embedded()
+    backend = backend if backend is not None else (servers or Servers()).backend()
     report = Report(target, backend.name, budget.seed)
 
     def judge(run: Run, stall: Stall | None) -> None:

@@ -40,7 +40,7 @@ def test_examples_outcomes_stories_and_custom_property(pytester: pytest.Pytester
     result.stdout.fnmatch_lines(
         [
             f"cachecheck: seed={SEED} (replay with --cachecheck-seed={SEED}),"
-            " 500 examples x 20 steps per target, on embedded (fakeredis + SQLite)",
+            " 500 examples x 20 steps per target, on *",
             "*_ test_seed_cache_aside _*",
             "cachecheck: seed-cache-aside violates divergence (contract: strict *)",
             "[[]divergence[]] client * read the source (u*.v0) at step *, before client *'s write of u*.v1;"

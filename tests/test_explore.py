@@ -12,14 +12,14 @@ from pytest_cachecheck._report import count_decisions
 SEED = 3
 
 
-def fail(target, **budget):
+def fail(target, servers, **budget):
     with pytest.raises(CachecheckFailure) as info:
-        explore(target, Budget(**{"examples": 2000, "seed": SEED, **budget}))
+        explore(target, Budget(**{"examples": 2000, "seed": SEED, **budget}), servers=servers)
     return info.value
 
 
-def test_seed_race_is_found_with_two_clients_and_few_steps(seed_cache_aside):
-    failure = fail(seed_cache_aside)
+def test_seed_race_is_found_with_two_clients_and_few_steps(seed_cache_aside, servers):
+    failure = fail(seed_cache_aside, servers)
     trace = failure.violation.trace
     assert count_decisions(trace) <= 6
     clients = set(re.findall(r"client=(\d)", "\n".join(l for l in trace.splitlines() if l.startswith("state."))))
@@ -27,8 +27,8 @@ def test_seed_race_is_found_with_two_clients_and_few_steps(seed_cache_aside):
     assert failure.report.properties["divergence"] == "violated"
 
 
-def test_the_story_names_the_fill_the_invalidation_and_the_persistence(seed_cache_aside):
-    story = str(fail(seed_cache_aside))
+def test_the_story_names_the_fill_the_invalidation_and_the_persistence(seed_cache_aside, servers):
+    story = str(fail(seed_cache_aside, servers))
     match = re.search(
         r"client (\d) read the source \((u\d\.v0)\) at step \d+, before client (\d)'s write of (u\d\.v1); "
         r"client \3 updated the source \(step \d+\) and invalidated the cache \(DEL user:u\d, step \d+\); "
@@ -40,21 +40,21 @@ def test_the_story_names_the_fill_the_invalidation_and_the_persistence(seed_cach
     assert match.group(1) != match.group(3)
 
 
-def test_the_same_seed_gives_the_same_failure_byte_for_byte(seed_cache_aside):
-    assert str(fail(seed_cache_aside)) == str(fail(seed_cache_aside))
+def test_the_same_seed_gives_the_same_failure_byte_for_byte(seed_cache_aside, servers):
+    assert str(fail(seed_cache_aside, servers)) == str(fail(seed_cache_aside, servers))
 
 
-def test_replaying_a_saved_failure_reproduces_its_trace(seed_cache_aside):
+def test_replaying_a_saved_failure_reproduces_its_trace(seed_cache_aside, servers):
     database = InMemoryExampleDatabase()
-    first = fail(seed_cache_aside, database=database)
+    first = fail(seed_cache_aside, servers, database=database)
     # Another seed would explore elsewhere; the database makes Hypothesis replay the failure first.
-    again = fail(seed_cache_aside, database=database, seed=SEED + 1000, examples=1)
+    again = fail(seed_cache_aside, servers, database=database, seed=SEED + 1000, examples=1)
     assert again.violation.trace == first.violation.trace
     assert again.report.examples_to_first_failure == 1
 
 
-def test_the_lease_variant_passes(leased_cache_aside):
-    report = explore(leased_cache_aside, Budget(examples=300, seed=SEED))
+def test_the_lease_variant_passes(leased_cache_aside, servers):
+    report = explore(leased_cache_aside, Budget(examples=300, seed=SEED), servers=servers)
     assert report.passed
     assert report.examples >= 300
     assert report.properties == {
@@ -82,8 +82,8 @@ def test_a_pass_reports_figures(leased_cache_aside):
     assert report.points > report.operations > 0
 
 
-def test_a_failure_reports_the_first_failing_example(seed_cache_aside):
-    report = fail(seed_cache_aside).report
+def test_a_failure_reports_the_first_failing_example(seed_cache_aside, servers):
+    report = fail(seed_cache_aside, servers).report
     assert report.examples_to_first_failure is not None
     assert 1 <= report.examples_to_first_failure <= report.examples
     assert 0 < report.seconds_to_first_failure <= report.wall_seconds

@@ -25,13 +25,18 @@ LIMIT = 10.0
 
 
 def finding_within_limit(layer, **target_fields):
+    from conftest import SERVERS
+
     """Explore ``layer``; return the failure, or fail the test if none came within LIMIT s."""
     outcome = {}
 
     def run():
         try:
             outcome["report"] = explore(
-                target(layer, **target_fields), Budget(examples=50, seed=1), config=RunConfig(watchdog=2.0)
+                target(layer, **target_fields),
+                Budget(examples=50, seed=1),
+                config=RunConfig(watchdog=2.0),
+                servers=SERVERS,
             )
         except CachecheckFailure as failure:
             outcome["failure"] = failure

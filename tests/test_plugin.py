@@ -165,8 +165,7 @@ def test_summary_lists_target_verdict_and_figures(layers: pytest.Pytester) -> No
     result.stdout.fnmatch_lines(
         [
             "*= cachecheck =*",
-            "leased: PASSED (contract: strict (no stale read, converges at quiescence);"
-            " embedded (fakeredis + SQLite))",
+            "leased: PASSED (contract: strict (no stale read, converges at quiescence); *)",
             "  verdicts: divergence ok, errors ok, monotonic-reads ok, phantom-read ok, read-your-writes ok,"
             " stale-read ok",
             "  largest stale-read window: 0 s; longest divergence: 0 s",
