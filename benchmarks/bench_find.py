@@ -3,7 +3,8 @@
 Prints, for every buggy layer in ``pytest_cachecheck.strategies``: over 5 seeds, how many found
 it within the budget and, over those, the median wall seconds to the first failing example and
 to the shrunk counterexample, the counterexample's length in decisions and the examples run
-before the first failure; for every correct layer, examples explored per second.
+before the first failure; for every correct layer, examples explored per second on the embedded
+default and on real Redis and PostgreSQL (this machine's, or CACHECHECK_REDIS/CACHECHECK_DB).
 Figures, not assertions: run it on a quiet machine and compare runs by eye.
 
     python benchmarks/bench_find.py [--seeds 5] [--examples 1000]
@@ -12,11 +13,13 @@ Figures, not assertions: run it on a quiet machine and compare runs by eye.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
 
-from pytest_cachecheck import Budget, CachecheckFailure, Target, explore
+from pytest_cachecheck import Budget, CachecheckFailure, Servers, Target, explore
+from pytest_cachecheck._servers import ServerError, check_db, check_redis
 from pytest_cachecheck._report import count_decisions
 from pytest_cachecheck.strategies.catalogue import CORRECT, KNOWN_BUGS
 
@@ -41,10 +44,25 @@ def bench_bug(target: Target, seeds: int, budget: int) -> dict:
     }
 
 
-def bench_correct(target: Target, examples: int) -> float:
+def bench_correct(target: Target, examples: int, servers: Servers) -> float:
     started = time.perf_counter()
-    report = explore(target, Budget(examples=examples, seed=1))
+    report = explore(target, Budget(examples=examples, seed=1), servers=servers)
     return report.examples / (time.perf_counter() - started)
+
+
+def real_servers() -> Servers | None:
+    """This machine's Redis and PostgreSQL (or CACHECHECK_REDIS/CACHECHECK_DB), if reachable."""
+    servers = Servers(
+        redis_url=os.environ.get("CACHECHECK_REDIS", "redis://127.0.0.1:6379/0"),
+        db_dsn=os.environ.get("CACHECHECK_DB", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    try:
+        check_redis(servers.redis_url, allow_remote=False, connect=True)
+        check_db(servers.db_dsn, allow_remote=False, connect=True)
+    except ServerError as error:
+        print(f"(real servers not measured: {error})")
+        return None
+    return servers
 
 
 def main() -> None:
@@ -62,9 +80,12 @@ def main() -> None:
         print(f"{target.name:<24} {row['found']:>6} {row['first']:>18.2f} {row['shrunk']:>11.2f} "
               f"{row['length']!s:>10} {row['examples']!s:>9}")
     print()
-    print(f"{'correct layer':<24} {'examples/s':>11}")
+    real = real_servers()
+    print(f"{'correct layer':<24} {'examples/s embedded':>20} {'examples/s Redis + PostgreSQL':>30}")
     for target in CORRECT:
-        print(f"{target.name:<24} {bench_correct(target, options.examples):>11.0f}")
+        embedded = bench_correct(target, options.examples, Servers())
+        on_real = f"{bench_correct(target, options.examples, real):.0f}" if real else "n/a"
+        print(f"{target.name:<24} {embedded:>20.0f} {on_real:>30}")
 
 
 if __name__ == "__main__":
