@@ -4,7 +4,8 @@ Confinement.  Every key a layer names is rewritten to ``cachecheck:<run>:<exampl
 at the positions the server's own ``COMMAND INFO`` gives (and the ``numkeys`` of
 ``EVAL``/``EVALSHA``/``FCALL``); ``KEYS`` and ``SCAN`` patterns are confined too, and the keys
 they return are given back unprefixed.  A command whose keys cannot be located
-(``movablekeys`` other than scripts) is refused with an error, never sent.  Between examples,
+(``movablekeys`` other than scripts) is refused with an error, never sent; so is any command
+that reaches beyond a prefix (FLUSHALL, FLUSHDB, SELECT, CONFIG, SCRIPT FLUSH, ...).  Between examples,
 and when the exploration ends, exactly the keys under the run's prefix are unlinked: never
 FLUSHALL, never FLUSHDB.  Scripts run by the layer are cached by the server (``SCRIPT LOAD``)
 and left there: the script cache is shared and the harness does not own it.
@@ -39,6 +40,12 @@ _TTL_SETTERS = {
 }
 _TTL_READERS = {"TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"}
 _DELETERS = {"DEL", "UNLINK", "GETDEL"}
+# Commands that reach beyond any prefix: whole databases, the server itself, shared caches.
+_REFUSED = {
+    "FLUSHALL", "FLUSHDB", "SWAPDB", "SELECT", "MOVE", "MIGRATE", "CONFIG", "SHUTDOWN", "DEBUG",
+    "REPLICAOF", "SLAVEOF", "FAILOVER", "ACL", "MODULE", "BGSAVE", "SAVE", "BGREWRITEAOF",
+}
+_REFUSED_SUBCOMMANDS = {("SCRIPT", "FLUSH"), ("FUNCTION", "FLUSH"), ("FUNCTION", "DELETE"), ("CLIENT", "KILL")}
 
 
 class UnsupportedCommand(redis.RedisError):
@@ -120,6 +127,12 @@ class Confinement:
         """Run one command for the layer: ``send(*args)`` sends it as the layer's client would."""
         self._expire_due()
         name = _text(args[0]).upper()
+        sub = _text(args[1]).upper() if len(args) > 1 else ""
+        if name in _REFUSED or (name, sub) in _REFUSED_SUBCOMMANDS:
+            raise UnsupportedCommand(
+                f"{' '.join([name, sub]).strip()} is refused on a shared Redis server: it reaches beyond the "
+                "run's key prefix (run the layer on the embedded default to test it)"
+            )
         if name in _TTL_READERS:
             return self._read_ttl(name, _text(args[1]), send)
         keys, rewritten = self.rewrite(name, args)

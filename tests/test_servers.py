@@ -244,3 +244,30 @@ def test_on_postgresql_a_row_lock_wait_is_cooperative_and_a_cycle_is_a_deadlock(
         run.close()
     finally:
         backend.close()
+
+
+class Flusher:
+    """Clears its cache the blunt way: on a shared server that would be someone else's data."""
+
+    def __init__(self, r, conn):
+        self.r, self.conn = r, conn
+
+    def read(self, key):
+        self.r.flushdb()
+        return self.conn.execute("SELECT name FROM users WHERE id = %s", (key,)).fetchone()[0]
+
+
+@pytest.mark.skipif(not SERVERS.redis_url, reason=NEEDS_REAL)
+def test_on_real_redis_a_command_beyond_the_prefix_is_refused_not_sent():
+    from layers import target
+
+    client = redis.Redis.from_url(SERVERS.redis_url)
+    marker = f"foreign:{secrets.token_hex(4)}"
+    client.set(marker, "keep")
+    try:
+        with pytest.raises(CachecheckFailure) as failure:
+            explore(target(Flusher, write=None), Budget(examples=5, seed=1), servers=Servers(redis_url=SERVERS.redis_url))
+        assert "FLUSHDB is refused on a shared Redis server" in str(failure.value)
+        assert client.get(marker) == b"keep"
+    finally:
+        client.delete(marker)
