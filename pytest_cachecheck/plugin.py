@@ -105,6 +105,13 @@ _OPTIONS: list[tuple[str, str, Callable[[str], Any], str]] = [
 ]
 
 
+# name, metavar, what it names
+_SERVER_OPTIONS = [
+    ("redis", "URL", "this Redis server, confined to a key prefix (default: embedded fakeredis)"),
+    ("db", "DSN", "this PostgreSQL database, in a private schema (default: embedded SQLite)"),
+]
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cachecheck", "consistency testing of caching layers")
     group.addoption(
@@ -122,24 +129,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="seed of the exploration (default: a fresh one, shown in the header)",
     )
-    group.addoption(
-        "--cachecheck-redis",
-        dest="cachecheck_redis",
-        default=None,
-        metavar="URL",
-        help="explore on this Redis server, confined to a key prefix (default: embedded fakeredis; "
-        "ini cachecheck_redis; env CACHECHECK_REDIS)",
-    )
-    parser.addini("cachecheck_redis", "Redis URL to explore on, like --cachecheck-redis", default="")
-    group.addoption(
-        "--cachecheck-db",
-        dest="cachecheck_db",
-        default=None,
-        metavar="DSN",
-        help="explore on this PostgreSQL database, in a private schema (default: embedded SQLite; "
-        "ini cachecheck_db; env CACHECHECK_DB)",
-    )
-    parser.addini("cachecheck_db", "PostgreSQL DSN to explore on, like --cachecheck-db", default="")
+    for name, metavar, what in _SERVER_OPTIONS:
+        group.addoption(
+            f"--cachecheck-{name}",
+            dest=f"cachecheck_{name}",
+            default=None,
+            metavar=metavar,
+            help=f"explore on {what} (ini cachecheck_{name}; env CACHECHECK_{name.upper()})",
+        )
+        parser.addini(f"cachecheck_{name}", f"{metavar} to explore on, like --cachecheck-{name}", default="")
     group.addoption(
         "--cachecheck-allow-remote",
         action="store_true",
