@@ -25,6 +25,7 @@ class CacheSide(Protocol):
     def reset(self) -> None: ...
     def client(self, slot: int, scheduler: Scheduler, decode_responses: bool) -> Any: ...
     def next_expiry(self, clock: VirtualClock) -> float | None: ...
+    def lose_everything(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -81,6 +82,9 @@ class World:
 
     def next_expiry(self, clock: VirtualClock) -> float | None:
         return self.backend.cache.next_expiry(clock)
+
+    def lose_cache(self) -> None:
+        self.backend.cache.lose_everything()
 
     def close(self) -> None:
         self.backend.source.end_example()

@@ -103,6 +103,64 @@ class Tick(Decision):
         return f"Tick(seconds={self.seconds:g})"
 
 
+class Background(Decision):
+    """Run a thread client ``client``'s layer started (its flusher) for ``pause_after`` points."""
+
+    __slots__ = ("client", "pause_after")
+
+    def __init__(self, client: int, pause_after: int | None = None) -> None:
+        self.client, self.pause_after = client, pause_after
+
+    def apply(self, run: Run) -> None:
+        run.background(self.client, self.pause_after, text=repr(self))
+
+    def __repr__(self) -> str:
+        pause = "" if self.pause_after is None else f", pause_after={self.pause_after}"
+        return f"Background(client={self.client}{pause})"
+
+
+class Crash(Decision):
+    """Client ``client``'s process dies (its memory with it) and a new one starts."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: int) -> None:
+        self.client = client
+
+    def apply(self, run: Run) -> None:
+        run.crash(self.client, text=repr(self))
+
+    def __repr__(self) -> str:
+        return f"Crash(client={self.client})"
+
+
+class LoseCache(Decision):
+    """The cache loses everything (a restart without persistence)."""
+
+    __slots__ = ()
+
+    def apply(self, run: Run) -> None:
+        run.lose_cache(text=repr(self))
+
+    def __repr__(self) -> str:
+        return "LoseCache()"
+
+
+class Fail(Decision):
+    """The next ``system`` call (``redis`` or ``sql``) of client ``client`` fails."""
+
+    __slots__ = ("client", "system")
+
+    def __init__(self, client: int, system: str) -> None:
+        self.client, self.system = client, system
+
+    def apply(self, run: Run) -> None:
+        run.fail_next(self.client, self.system, text=repr(self))
+
+    def __repr__(self) -> str:
+        return f"Fail(client={self.client}, system={self.system!r})"
+
+
 _STARTS = {"read": Read, "write": Write, "delete": Delete}
 
 
@@ -139,6 +197,17 @@ def decisions(target: Target) -> st.SearchStrategy[Decision]:
             ]
         )
     per_branch.append([((False, len(starts) + 1, 0, i, 0), Tick(t)) for i, t in enumerate(TICKS)])
+    order = len(starts) + 2
+    if target.background:
+        per_branch.append(
+            [((p is not None, order, c, 0, p or 0), Background(c, p)) for c in clients for p in _weighted(_PAUSE_WEIGHTS)]
+        )
+    if "crash" in target.faults:
+        per_branch.append([((True, order + 1, c, 0, 0), Crash(c)) for c in clients])
+    if "cache-loss" in target.faults:
+        per_branch.append([((True, order + 2, 0, 0, 0), LoseCache())])
+    if "error" in target.faults:
+        per_branch.append([((True, order + 3, c, i, 0), Fail(c, system)) for c in clients for i, system in enumerate(("sql", "redis"))])
     # Each branch (resume, each kind of operation, tick) is drawn equally often.
     size = max(len(branch) for branch in per_branch)
     pool = [entry for branch in per_branch for entry in branch * (size // len(branch))]

@@ -44,5 +44,8 @@ class FakeCache:
         pending = [ttl for ttl in ttls if ttl is not None and ttl >= 0]
         return min(pending) / 1000.0 if pending else None
 
+    def lose_everything(self) -> None:
+        self.admin.flushall()
+
     def close(self) -> None:
         self._clients.clear()

@@ -74,6 +74,8 @@ class _InFlight:
 class PostgresDriver:
     """Runs a client's statements so that a wait for another client's lock is cooperative."""
 
+    operational_error = psycopg.OperationalError
+
     def __init__(self, source: "PostgresSource") -> None:
         self.source = source
 

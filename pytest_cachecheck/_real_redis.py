@@ -98,6 +98,11 @@ class RealRedisCache:
         pending = [deadline - clock.now for deadline in self.deadlines.values() if deadline >= clock.now]
         return min(pending) if pending else None
 
+    def lose_everything(self) -> None:
+        """Everything this example cached is gone (never more than the example's prefix)."""
+        self._unlink_under(self.prefix)
+        self.deadlines = {}
+
     def close(self) -> None:
         try:
             self._unlink_under(self.base)

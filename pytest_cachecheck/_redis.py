@@ -73,7 +73,19 @@ class _ScheduledClient:
             return parent.execute_command(*sent, **options)
 
         action = (lambda: send(*args)) if policy is None else (lambda: policy.execute(self, args, send))
-        return self._cachecheck_scheduler.point("redis", render_command(args), action)
+        return self._cachecheck_scheduler.point("redis", render_command(args), self._faulty(action))
+
+    _cachecheck_fail_next = False
+    """Set by the ``error`` fault: the next command raises ConnectionError instead of running."""
+
+    def _faulty(self, action: Any) -> Any:
+        def run() -> Any:
+            if self._cachecheck_fail_next:
+                self._cachecheck_fail_next = False
+                raise redis.ConnectionError("cachecheck: injected connection error")
+            return action()
+
+        return run
 
     def register_script(self, script: Any) -> Any:
         return _ScheduledScript(super().register_script(script), self._cachecheck_scheduler)  # type: ignore[misc]

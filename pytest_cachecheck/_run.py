@@ -23,6 +23,9 @@ from .target import Target
 
 MAX_EXPIRY_JUMPS = 16
 MAX_ACTOR_HELP = 2000
+MAX_BACKGROUND_POINTS = 50
+"""Points a background thread runs per decision (or per round of draining) when not told."""
+DRAIN_BACKGROUND_ROUNDS = 3
 """Points background threads may run while draining, to unblock the operations waiting on them."""
 
 
@@ -168,6 +171,60 @@ class Run:
             self.steps[-1].noop = True
         self._end()
 
+    def background(self, number: int, pause_after: int | None = None, *, text: str = "") -> None:
+        """Run a thread client ``number``'s layer started (its flusher, say) for some points."""
+        self._begin(text or f"background(client={number}, pause_after={pause_after!r})")
+        actors = [task for task in self._actors_of(number) if task.runnable]
+        if actors:
+            self.scheduler.step(actors[0], _budget(pause_after) if pause_after else MAX_BACKGROUND_POINTS)
+            if actors[0].state == "ready" and actors[0].pending:
+                self.steps[-1].after.append(f"{actors[0].name} pauses before: {_short(actors[0].pending)}")
+        else:
+            self.steps[-1].notes.append(f"c{number} has no background work to run")
+            self.steps[-1].noop = True
+        self._end()
+
+    def crash(self, number: int, *, text: str = "") -> None:
+        """Kill client ``number``'s process and start a new one: its memory is lost.
+
+        Its operation in flight, if any, is *indeterminate*: it may or may not have taken
+        effect.  Its open transaction is rolled back, as the server does when a connection dies.
+        """
+        client = self.client(number)
+        self._begin(text or f"crash(client={number})")
+        self.scheduler.log(
+            Call, client=number, actor=client.name, op=client.task.op, system="fault",
+            command=f"crash {client.name}", result="process killed, restarted",
+        )
+        if client.task.op is not None:
+            self.scheduler.log(Complete, client=number, op=client.task.op, status="indeterminate")
+        for task in [client.task, *self._actors_of(number)]:
+            self.scheduler.cancel(task)
+        client.connection.driver.end(client.connection, commit=False)
+        self.clients[number - 1] = self._new_client(number, client.name)
+        self._end()
+
+    def lose_cache(self, *, text: str = "") -> None:
+        """The cache loses every entry, as a restart without persistence would."""
+        self._begin(text or "lose_cache()")
+        self.world.lose_cache()
+        self.scheduler.log(Call, client=0, actor="fault", op=None, system="fault", command="cache lost", result="every entry gone")
+        self._end()
+
+    def fail_next(self, number: int, system: str, *, text: str = "") -> None:
+        """Make client ``number``'s next Redis command or SQL statement fail."""
+        client = self.client(number)
+        self._begin(text or f"fail_next(client={number}, system={system!r})")
+        if system == "sql":
+            client.connection.fail_next = True
+        else:
+            client.redis._cachecheck_fail_next = True
+        self.steps[-1].notes.append(f"{client.name}'s next {system} call will fail")
+        self._end()
+
+    def _actors_of(self, number: int) -> list[Task]:
+        return [task for task in self.scheduler.actors() if task.client == number and task.state != "done"]
+
     def _note_pause(self, client: Client) -> None:
         task = client.task
         if task.op is not None and task.state == "ready" and task.pending:
@@ -184,9 +241,10 @@ class Run:
     # -- quiescence -----------------------------------------------------------------------
 
     def quiesce(self) -> None:
-        """Drain every operation in flight, then probe each key with a fresh client."""
+        """Drain every operation in flight and the layers' background work, then probe."""
         self._begin("# quiescence: drain what is in flight")
         self._drain()
+        self._drain_background()
         self._end()
         self._begin("# quiescence: a fresh client reads every key")
         prober = self._new_client(self.target.clients + 1, "probe")
@@ -219,6 +277,20 @@ class Run:
                 self.scheduler.run_to_completion((ready or timed)[0])
             else:
                 self._help_actors(busy)
+
+    def _drain_background(self) -> None:
+        """Let each thread the layers started run for a while (a flusher flushes), then stop.
+
+        Background loops never finish by themselves, so each actor gets a budget of points;
+        one that waits for something no one will set is left waiting.
+        """
+        for _ in range(DRAIN_BACKGROUND_ROUNDS):
+            runnable = [task for task in self.scheduler.actors() if task.runnable and task.state != "done"]
+            if not runnable:
+                return
+            for task in runnable:
+                if task.runnable:
+                    self.scheduler.step(task, MAX_BACKGROUND_POINTS)
 
     def _help_actors(self, waiting: list[Task]) -> None:
         """Every task in ``waiting`` waits: step a thread the layer started, or report the stall."""

@@ -294,16 +294,20 @@ class Scheduler:
     def close(self) -> None:
         """Unwind every task still parked; abandon any that cannot be reached."""
         for task in self.tasks:
-            if task.state == "done":
-                continue
-            task.cancelled = True
-            if self._dead or task.state == "running":
-                _interrupt(task)
-                continue
-            task._go.give()
-            if not self._back.take(timeout=self.watchdog):
-                self._dead = True
-                _interrupt(task)
+            self.cancel(task)
+
+    def cancel(self, task: Task) -> None:
+        """Unwind one parked task (a crash kills its client's tasks this way)."""
+        if task.state == "done":
+            return
+        task.cancelled = True
+        if self._dead or task.state == "running":
+            _interrupt(task)
+            return
+        task._go.give()
+        if not self._back.take(timeout=self.watchdog):
+            self._dead = True
+            _interrupt(task)
 
     # -- task side: scheduling points -------------------------------------------------------
 
@@ -353,7 +357,10 @@ class Scheduler:
         wake = self.clock.now + seconds
 
         def wake_up() -> None:
-            if task.op_waited + max(0.0, wake - self.clock.now) > self.timeout:
+            # A background thread (a flusher) sleeps in a loop by design: only operations,
+            # builds and probes are held to the timeout.
+            background = task.parent is not None
+            if not background and task.op_waited + max(0.0, wake - self.clock.now) > self.timeout:
                 self.hang(
                     task,
                     "hang",

@@ -211,7 +211,16 @@ class ScheduledConnection:
         text = render_statement(sql, params[0] if many and params else params)
         if many:
             text += f" (x{len(params)})"
-        return self.scheduler.point("sql", text, lambda: self.driver.run(self, sql, params, many))
+        return self.scheduler.point("sql", text, lambda: self._run_or_fail(sql, params, many))
+
+    fail_next = False
+    """Set by the ``error`` fault: the next statement raises the driver's OperationalError."""
+
+    def _run_or_fail(self, sql: str, params: Any, many: bool) -> Any:
+        if self.fail_next:
+            self.fail_next = False
+            raise self.driver.operational_error("cachecheck: injected failure of this statement")
+        return self.driver.run(self, sql, params, many)
 
 
 def fetch_whole(cursor: Any) -> Result:
@@ -222,6 +231,8 @@ def fetch_whole(cursor: Any) -> Result:
 
 class SQLiteDriver:
     """SQLite: a busy database (another connection's write transaction) is a cooperative wait."""
+
+    operational_error = sqlite3.OperationalError
 
     def __init__(self, write_lock: WriteLock) -> None:
         self.write_lock = write_lock

@@ -21,6 +21,7 @@ from .contract import Contract
 __all__ = ["Source", "Target", "TargetError"]
 
 MAX_CLIENTS = 6
+FAULTS = ("crash", "cache-loss", "error")
 
 
 class TargetError(ValueError):
@@ -93,6 +94,12 @@ class Target:
     keys: Sequence[str] = ("u1", "u2")
     clients: int = 2
     decode_responses: bool = True
+    background: bool = False
+    """The layer starts threads of its own (a write-behind flusher): the machine steps them."""
+    faults: Sequence[str] = ()
+    """Faults Hypothesis may inject: ``crash`` (an app process dies and restarts),
+    ``cache-loss`` (the cache loses everything) and ``error`` (one Redis command or SQL
+    statement fails)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.match(r"^[A-Za-z0-9_.-]+$", self.name):
@@ -116,6 +123,11 @@ class Target:
                 "digits and _ . : -"
             )
         object.__setattr__(self, "keys", keys)
+        faults = tuple(self.faults)
+        unknown = sorted(set(faults) - set(FAULTS))
+        if unknown:
+            raise TargetError(f"Target({self.name}).faults has unknown {unknown}; choose from {list(FAULTS)}.")
+        object.__setattr__(self, "faults", faults)
         if not (isinstance(self.clients, int) and 1 <= self.clients <= MAX_CLIENTS):
             raise TargetError(f"Target({self.name}).clients={self.clients!r} must be an integer from 1 to {MAX_CLIENTS}.")
 
