@@ -28,6 +28,8 @@ class Contract:
     """Whether read-your-writes and monotonic reads are promised per client."""
     timeout: float = 30.0
     """Virtual seconds an operation may spend sleeping or waiting on its own before it hangs."""
+    durable: bool = True
+    """Whether every acknowledged write must reach the source (False: best-effort, with figures)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_staleness", float(self.max_staleness))
@@ -47,11 +49,17 @@ class Contract:
         """Staleness and divergence allowed up to ``seconds``; no session guarantees."""
         return cls(max_staleness=seconds, session_guarantees=False, timeout=timeout)
 
+    @classmethod
+    def best_effort(cls, *, max_staleness: float = 0.0, timeout: float = 30.0) -> "Contract":
+        """Acknowledged writes may be lost (a write-behind cache says so); the loss is reported."""
+        return cls(max_staleness=max_staleness, session_guarantees=False, timeout=timeout, durable=False)
+
     @property
     def is_strict(self) -> bool:
         return self.max_staleness == 0.0
 
     def describe(self) -> str:
-        if self.is_strict:
-            return "strict (no stale read, converges at quiescence)"
-        return f"bounded staleness of {self.max_staleness:g} s"
+        text = "strict (no stale read, converges at quiescence)" if self.is_strict else (
+            f"bounded staleness of {self.max_staleness:g} s"
+        )
+        return text if self.durable else text + ", best-effort durability"

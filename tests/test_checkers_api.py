@@ -15,9 +15,11 @@ from pytest_cachecheck.verdict import Finding, Verdict
 BUILTIN_PROPERTIES = [
     "divergence",
     "errors",
+    "lost-write",
     "monotonic-reads",
     "phantom-read",
     "read-your-writes",
+    "reordering",
     "stale-read",
 ]
 
@@ -50,6 +52,7 @@ def test_builtins_cover_every_property_sorted_by_name():
         checkers.staleness,
         checkers.session,
         checkers.divergence,
+        checkers.durability,
         checkers.errors,
     )
     verdicts = check(_eventful(), Contract.strict())
@@ -57,9 +60,11 @@ def test_builtins_cover_every_property_sorted_by_name():
     assert {v.property: v.status for v in verdicts} == {
         "divergence": "violated",
         "errors": "violated",
+        "lost-write": "ok",
         "monotonic-reads": "ok",
         "phantom-read": "violated",
         "read-your-writes": "violated",
+        "reordering": "ok",
         "stale-read": "violated",
     }
 

@@ -59,8 +59,8 @@ def test_examples_outcomes_stories_and_custom_property(pytester: pytest.Pytester
             "seed-cache-aside: FAILED *",
             "  verdicts: divergence violated, *, single-source-query ok, *",
             "leased-cache-aside: PASSED *",
-            "  verdicts: divergence ok, errors ok, monotonic-reads ok, phantom-read ok, read-your-writes ok,"
-            " single-source-query ok, stale-read ok",
+            "  verdicts: divergence ok, errors ok, lost-write ok, monotonic-reads ok, phantom-read ok,"
+            " read-your-writes ok, reordering ok, single-source-query ok, stale-read ok",
             "user-profile-cache: FAILED *",
             "  verdicts: divergence violated, *, single-source-query ok, *",
         ]

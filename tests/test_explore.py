@@ -60,9 +60,11 @@ def test_the_lease_variant_passes(leased_cache_aside, servers):
     assert report.properties == {
         "divergence": "ok",
         "errors": "ok",
+        "lost-write": "ok",
         "monotonic-reads": "ok",
         "phantom-read": "ok",
         "read-your-writes": "ok",
+        "reordering": "ok",
         "stale-read": "ok",
     }
     assert report.reads > 0 and 0 < report.hits < report.reads

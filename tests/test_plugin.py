@@ -166,8 +166,8 @@ def test_summary_lists_target_verdict_and_figures(layers: pytest.Pytester) -> No
         [
             "*= cachecheck =*",
             "leased: PASSED (contract: strict (no stale read, converges at quiescence); *)",
-            "  verdicts: divergence ok, errors ok, monotonic-reads ok, phantom-read ok, read-your-writes ok,"
-            " stale-read ok",
+            "  verdicts: divergence ok, errors ok, lost-write ok, monotonic-reads ok, phantom-read ok,"
+            " read-your-writes ok, reordering ok, stale-read ok",
             "  largest stale-read window: 0 s; longest divergence: 0 s",
             "  explored: 10 examples, * scheduling steps, * operations in *s (test seed *)",
             "  reads: *, hit rate *%, source queries per read *",
@@ -316,7 +316,7 @@ def test_conftest_property_appears_in_the_verdicts(layers: pytest.Pytester) -> N
     result = layers.runpytest(*SMALL, "-k", "leased")
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.fnmatch_lines(
-        ["leased: PASSED *", "  verdicts: *, read-your-writes ok, stale-read ok, team-property ok"]
+        ["leased: PASSED *", "  verdicts: *, read-your-writes ok, reordering ok, stale-read ok, team-property ok"]
     )
 
 

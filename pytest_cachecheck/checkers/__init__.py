@@ -8,6 +8,7 @@ its definition written down:
 * :mod:`.staleness` — ``stale-read`` and ``phantom-read``
 * :mod:`.session` — ``read-your-writes`` and ``monotonic-reads``
 * :mod:`.divergence` — ``divergence`` (``unknown`` when the run never reached quiescence)
+* :mod:`.durability` — ``lost-write`` and ``reordering``
 * :mod:`.errors` — ``errors``
 
 Because checkers only read the history, a saved history re-checked later gives the same
@@ -27,9 +28,11 @@ verdicts.
 ...     print(verdict.property, verdict.status)
 divergence unknown
 errors ok
+lost-write unknown
 monotonic-reads ok
 phantom-read ok
 read-your-writes ok
+reordering unknown
 stale-read violated
 >>> [stale] = [v for v in check(history, Contract.strict()) if v.property == "stale-read"]
 >>> print(stale.violations[0].message)
@@ -49,11 +52,11 @@ from .. import hooks
 from ..contract import Contract
 from ..history import History
 from ..verdict import Verdict
-from . import divergence, errors, session, staleness
+from . import divergence, durability, errors, session, staleness
 
 __all__ = ["BUILTIN_CHECKERS", "check", "checker_manager"]
 
-BUILTIN_CHECKERS = (staleness, session, divergence, errors)
+BUILTIN_CHECKERS = (staleness, session, divergence, durability, errors)
 """The checker modules every run is judged by."""
 
 

@@ -1,0 +1,83 @@
+"""Lost writes and reordering: what the source holds once everything has been drained.
+
+Definitions, judged on the source's value at quiescence (the first probe of each key, taken
+after operations and background work were drained, so an unflushed write is not lost until the
+layer had its chance):
+
+* A *lost write* is an acknowledged write whose value never reached the source (no SQL statement
+  the run executed carries it) and that the final value does not supersede: the source ends on
+  a write that completed before this one began.
+* *Reordering* is the same ending when the value did reach the source at some point: it was
+  overwritten by an older acknowledged value.
+
+Indeterminate writes (their client crashed mid-flight) and failed ones are never required: they
+may or may not have happened.  But they may be what the source ends on, and then they order like
+any write.  Concurrent writes are unordered, so a source ending on either of two concurrent
+writes is fine.  Under a best-effort contract the findings are reported, not failed, with the
+figures: acknowledged writes lost, and the loss window (virtual seconds from the first lost
+acknowledgement to the end of the run).
+"""
+
+from __future__ import annotations
+
+from ..contract import Contract
+from ..history import Call, History, Operation
+from ..hooks import hookimpl
+from ..verdict import Finding, Verdict
+from ._order import mentions, producers, supersedes, writes_of
+from ._words import show, who, write_of
+
+__all__ = ["cachecheck_check", "lost_writes"]
+
+
+@hookimpl
+def cachecheck_check(history: History, contract: Contract) -> list[Verdict] | None:
+    if not history.probes:
+        return [Verdict("lost-write", "unknown"), Verdict("reordering", "unknown")]
+    return lost_writes(history, contract)
+
+
+def lost_writes(history: History, contract: Contract) -> list[Verdict]:
+    operations = history.operations()
+    final: dict[str, str | None] = {}
+    for probe in history.probes:
+        final.setdefault(probe.key, probe.source)
+    sql = [call for call in history.calls if call.system == "sql"]
+    faults = [call for call in history.calls if call.system == "fault"]
+    lost: list[Finding] = []
+    reordered: list[Finding] = []
+    for key, value in final.items():
+        writes = writes_of(operations, key)
+        ending = producers(writes, value)
+        for write in writes:
+            if write.status != "ok" or write.written is None or not ending:
+                continue
+            if any(end is write or not supersedes(write, end) for end in ending):
+                continue  # the source ends on this write, or on one not older than it
+            older = ending[0]
+            reached = any(mentions(call.command, write.written) for call in sql)
+            finding = Finding(
+                property="reordering" if reached else "lost-write",
+                message=_story(write, older, value, reached, faults),
+                key=key,
+                steps=(write.complete_step or write.invoke_step,),
+                figures={"acknowledged_at": write.complete_time or 0.0},
+                violates=contract.durable,
+            )
+            (reordered if reached else lost).append(finding)
+    end = history.events[-1].time if history.events else 0.0
+    window = max((end - f.figures["acknowledged_at"] for f in lost), default=0.0)
+    return [
+        Verdict.of("lost-write", lost, {"lost_writes": len(lost), "loss_window": window}),
+        Verdict.of("reordering", reordered, {"reordered_writes": len(reordered)}),
+    ]
+
+
+def _story(write: Operation, older: Operation, value: str | None, reached: bool, faults: list[Call]) -> str:
+    what = f"{write_of(write)} was acknowledged at step {write.complete_step}"
+    holds = f"the source ends on {show(value)} ({write_of(older)}, acknowledged at step {older.complete_step})"
+    if reached:
+        return f"{what} and reached the source, but was overwritten by an older value: {holds}."
+    after = [call for call in faults if call.step > (write.complete_step or 0)]
+    cause = f"; {after[0].command} at step {after[0].step}" if after else ""
+    return f"{what} but never reached the source{cause}: {holds}."
