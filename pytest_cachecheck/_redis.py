@@ -49,7 +49,10 @@ _pipeline_classes: dict[type, type] = {}
 def scheduled_client(base_instance: redis.Redis, scheduler: Scheduler) -> redis.Redis:
     """Turn a redis-py client into a scheduled one (same connection pool), or re-point one."""
     if isinstance(base_instance, _ScheduledClient):
+        # A client is reused from example to example: nothing of the last one may remain.
         base_instance._cachecheck_scheduler = scheduler
+        base_instance._cachecheck_fail_next = False
+        base_instance._cachecheck_policy = None
         return base_instance
     base = type(base_instance)
     cls = _client_classes.get(base)

@@ -26,6 +26,8 @@ MAX_ACTOR_HELP = 2000
 MAX_BACKGROUND_POINTS = 50
 """Points a background thread runs per decision (or per round of draining) when not told."""
 DRAIN_BACKGROUND_ROUNDS = 3
+MAX_TRACE_CALLS = 16
+"""Points shown under one decision of a printed trace; the middle of a longer run is elided."""
 """Points background threads may run while draining, to unblock the operations waiting on them."""
 
 
@@ -279,18 +281,31 @@ class Run:
                 self._help_actors(busy)
 
     def _drain_background(self) -> None:
-        """Let each thread the layers started run for a while (a flusher flushes), then stop.
+        """Let each thread the layers started run until it idles (a flusher has flushed).
 
-        Background loops never finish by themselves, so each actor gets a budget of points;
-        one that waits for something no one will set is left waiting.
+        Background loops never finish by themselves.  An actor is stopped once it runs a whole
+        cycle (from one sleep to the next) that does exactly what the previous cycle did, with the
+        same results: it has nothing left to do.  A budget of points bounds the rest.
         """
-        for _ in range(DRAIN_BACKGROUND_ROUNDS):
-            runnable = [task for task in self.scheduler.actors() if task.runnable and task.state != "done"]
-            if not runnable:
-                return
-            for task in runnable:
-                if task.runnable:
-                    self.scheduler.step(task, MAX_BACKGROUND_POINTS)
+        for task in list(self.scheduler.actors()):
+            previous: list[tuple[str, str]] | None = None
+            cycle: list[tuple[str, str]] = []
+            for _ in range(MAX_BACKGROUND_POINTS * DRAIN_BACKGROUND_ROUNDS):
+                if not task.runnable:
+                    break
+                seen = len(self.scheduler.events)
+                self.scheduler.step(task, 1)
+                for event in self.scheduler.events[seen:]:
+                    if isinstance(event, Call) and event.actor == task.name:
+                        if event.system == "sleep":
+                            if cycle == previous:
+                                break
+                            previous, cycle = cycle, []
+                        else:
+                            cycle.append((event.command, event.result))
+                else:
+                    continue
+                break
 
     def _help_actors(self, waiting: list[Task]) -> None:
         """Every task in ``waiting`` waits: step a thread the layer started, or report the stall."""
@@ -310,6 +325,10 @@ class Run:
                 self._help_actors([task])
 
     def _probe(self, prober: Client, key: str) -> bool:
+        if self.target.read is None:  # a write-only target: only the source is read
+            source = self.world.read_source(self.target.source, key)
+            self.scheduler.log(Probe, key=key, observed=source, source=source)
+            return True
         box: list[Any] = []
 
         def job() -> None:
@@ -340,7 +359,17 @@ class Run:
     def annotations(self, step: Step) -> list[str]:
         """The comment lines under one decision: each point it executed, with its result."""
         lines = list(step.notes)
-        for event in self.scheduler.events[step.first_event : step.last_event or len(self.scheduler.events)]:
+        events = self.scheduler.events[step.first_event : step.last_event or len(self.scheduler.events)]
+        calls = [e for e in events if isinstance(e, Call)]
+        if len(calls) > MAX_TRACE_CALLS:  # a background loop: its first and last points tell enough
+            keep = {id(e) for e in calls[: MAX_TRACE_CALLS // 2] + calls[-MAX_TRACE_CALLS // 4 :]}
+            elided = len(calls) - len(keep)
+            first_cut = calls[MAX_TRACE_CALLS // 2]
+            events = [e for e in events if not isinstance(e, Call) or id(e) in keep or e is first_cut]
+        for event in events:
+            if isinstance(event, Call) and len(calls) > MAX_TRACE_CALLS and event is first_cut:
+                lines.append(f"... {elided} more points ...")
+                continue
             if isinstance(event, Call):
                 lines.append(f"[{event.step}] {event.actor}: {_short(event.command)} -> {_short(event.result, 80)}")
             elif isinstance(event, Complete) and event.client != SETUP_CLIENT:

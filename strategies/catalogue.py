@@ -1,8 +1,7 @@
 """Every reference layer as a ready :class:`~pytest_cachecheck.Target`, sorted by verdict.
 
 ``KNOWN_BUGS`` are layers the harness must fail (the benchmark times how fast);
-``CORRECT`` are layers it must pass.  All share the seed's ``get_user``/``update_user``
-interface over the default ``users(id, name)`` source.
+``CORRECT`` are layers it must pass.
 """
 
 from __future__ import annotations
@@ -11,7 +10,9 @@ from typing import Any, Callable
 
 from ..target import Target
 from .cache_aside import SeedCacheAside
+from ..contract import Contract
 from .leases import LeasedCacheAside, LeasesOnlyCacheAside
+from .write_behind import QUEUED_SOURCE, QueuedWriteBehind, SeedWriteBehindCache
 
 
 def seed_interface(name: str, build: Callable[[Any, Any], Any], **fields: Any) -> Target:
@@ -26,8 +27,28 @@ def seed_interface(name: str, build: Callable[[Any, Any], Any], **fields: Any) -
     )
 
 
+def write_behind(name: str, build: Callable[[Any, Any], Any], *faults: str, **fields: Any) -> Target:
+    """A write-behind layer (``write(key, {"name": ...})``, its own flusher thread), judged on
+    durability alone: its reads serve only what is cached, so they are not explored."""
+    return Target(
+        name=name,
+        build=build,
+        read=None,
+        write=lambda layer, key, value: layer.write(key, {"name": value}),
+        background=True,
+        faults=faults,
+        **fields,
+    )
+
+
 KNOWN_BUGS = (
     seed_interface("seed-cache-aside", SeedCacheAside),
     seed_interface("leases-only", LeasesOnlyCacheAside),
+    write_behind("seed-write-behind-crash", SeedWriteBehindCache, "crash"),
+    # One process, so that only the retry can reorder (two processes' flushers reorder too).
+    write_behind("seed-write-behind-retry", SeedWriteBehindCache, "error", clients=1),
 )
-CORRECT = (seed_interface("leased-cache-aside", LeasedCacheAside),)
+CORRECT = (
+    seed_interface("leased-cache-aside", LeasedCacheAside),
+    write_behind("queued-write-behind", QueuedWriteBehind, "crash", "error", source=QUEUED_SOURCE),
+)

@@ -79,5 +79,12 @@ def _story(write: Operation, older: Operation, value: str | None, reached: bool,
     if reached:
         return f"{what} and reached the source, but was overwritten by an older value: {holds}."
     after = [call for call in faults if call.step > (write.complete_step or 0)]
-    cause = f"; {after[0].command} at step {after[0].step}" if after else ""
+    cause = f" ({_fault(after[0])} at step {after[0].step}, before a flush)" if after else ""
     return f"{what} but never reached the source{cause}: {holds}."
+
+
+def _fault(call: Call) -> str:
+    """``client 1 crashed``, ``the cache lost everything``: a fault event in words."""
+    if call.command.startswith("crash "):
+        return f"{who(call.client)} crashed"
+    return call.command

@@ -6,7 +6,10 @@ to be transparent, so an exception the source alone would not have raised is a b
 could not take, a cache entry it could not decode, a retry budget it ran out of).
 
 An ``indeterminate`` operation is not an error: its client crashed or hung under the harness,
-which is a fault the harness injected, not something the layer did.
+which is a fault the harness injected, not something the layer did.  Nor is an operation that
+raised after the harness made one of its calls fail (the ``error`` fault): a layer may pass such
+a failure on; what it must not do is lose or reorder a write because of it, which the
+durability checkers judge.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from ..hooks import hookimpl
 from ..verdict import Finding, Verdict
 from ._words import who
 
-__all__ = ["cachecheck_check", "errors"]
+__all__ = ["INJECTED", "cachecheck_check", "errors"]
+
+INJECTED = "cachecheck: injected"
+"""Marks a failure the harness injected, in the result of the call it made fail."""
 
 
 @hookimpl
@@ -28,6 +34,7 @@ def cachecheck_check(history: History, contract: Contract) -> Verdict:
 def errors(history: History) -> Verdict:
     """The ``errors`` verdict: one violating finding per operation that raised."""
     operations = history.operations()
+    injected = {call.op for call in history.calls if INJECTED in call.result}
     findings = [
         Finding(
             property="errors",
@@ -39,6 +46,6 @@ def errors(history: History) -> Verdict:
             steps=(op.invoke_step, op.complete_step),
         )
         for op in operations
-        if op.status == "error"
+        if op.status == "error" and op.op not in injected
     ]
     return Verdict.of("errors", findings, {"operations": len(operations), "errors": len(findings)})
