@@ -102,6 +102,16 @@ class PostgresDriver:
     def release(self, conn: ScheduledConnection) -> None:
         self.source.flights.pop(conn, None)
 
+    def abort(self, conn: ScheduledConnection) -> None:
+        """The client died: cancel what it has in flight, roll back, let the others settle."""
+        flight = self.source.flights.pop(conn, None)
+        if flight is not None:
+            cancel = getattr(conn.raw, "cancel_safe", None) or conn.raw.cancel
+            cancel()
+            flight.done.wait(SETTLE_SECONDS)
+        conn.raw.rollback()
+        self.source.settle()
+
 
 class PostgresSource:
     """The source side on a PostgreSQL server at ``dsn``."""

@@ -202,7 +202,7 @@ class Run:
             self.scheduler.log(Complete, client=number, op=client.task.op, status="indeterminate")
         for task in [client.task, *self._actors_of(number)]:
             self.scheduler.cancel(task)
-        client.connection.driver.end(client.connection, commit=False)
+        client.connection.driver.abort(client.connection)
         self.clients[number - 1] = self._new_client(number, client.name)
         self._end()
 
@@ -287,25 +287,34 @@ class Run:
         cycle (from one sleep to the next) that does exactly what the previous cycle did, with the
         same results: it has nothing left to do.  A budget of points bounds the rest.
         """
-        for task in list(self.scheduler.actors()):
-            previous: list[tuple[str, str]] | None = None
-            cycle: list[tuple[str, str]] = []
-            for _ in range(MAX_BACKGROUND_POINTS * DRAIN_BACKGROUND_ROUNDS):
-                if not task.runnable:
-                    break
-                seen = len(self.scheduler.events)
-                self.scheduler.step(task, 1)
-                for event in self.scheduler.events[seen:]:
-                    if isinstance(event, Call) and event.actor == task.name:
-                        if event.system == "sleep":
-                            if cycle == previous:
-                                break
-                            previous, cycle = cycle, []
-                        else:
-                            cycle.append((event.command, event.result))
-                else:
-                    continue
-                break
+        idle: set[str] = set()
+        for _ in range(DRAIN_BACKGROUND_ROUNDS * 4):
+            # Round after round: an actor that waited may have been unblocked by another one.
+            movable = [task for task in self.scheduler.actors() if task.runnable and task.name not in idle]
+            if not movable:
+                return
+            for task in movable:
+                if self._run_until_idle(task):
+                    idle.add(task.name)
+
+    def _run_until_idle(self, task: Task) -> bool:
+        """Step ``task`` until it repeats an idle cycle (True), blocks or runs out of points."""
+        previous: list[tuple[str, str]] | None = None
+        cycle: list[tuple[str, str]] = []
+        for _ in range(MAX_BACKGROUND_POINTS * DRAIN_BACKGROUND_ROUNDS):
+            if not task.runnable:
+                return False
+            seen = len(self.scheduler.events)
+            self.scheduler.step(task, 1)
+            for event in self.scheduler.events[seen:]:
+                if isinstance(event, Call) and event.actor == task.name:
+                    if event.system != "sleep":
+                        cycle.append((event.command, event.result))
+                    elif cycle == previous:
+                        return True
+                    else:
+                        previous, cycle = cycle, []
+        return False
 
     def _help_actors(self, waiting: list[Task]) -> None:
         """Every task in ``waiting`` waits: step a thread the layer started, or report the stall."""

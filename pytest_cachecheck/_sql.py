@@ -160,12 +160,14 @@ class Driver(Protocol):
 
     ``run`` executes a statement whole and returns its :class:`Result`, or :class:`Blocked`
     when another transaction holds what it needs (it is called again when the task is
-    resumed); ``end`` commits or rolls back; ``release`` forgets a connection's locks.
+    resumed); ``end`` commits or rolls back; ``release`` forgets a connection's locks;
+    ``abort`` ends a dead client's transaction, whatever it had in flight.
     """
 
     def run(self, conn: "ScheduledConnection", sql: str, params: Any, many: bool) -> "Result | Blocked": ...
     def end(self, conn: "ScheduledConnection", commit: bool) -> None: ...
     def release(self, conn: "ScheduledConnection") -> None: ...
+    def abort(self, conn: "ScheduledConnection") -> None: ...
 
 
 class ScheduledConnection:
@@ -264,6 +266,10 @@ class SQLiteDriver:
 
     def release(self, conn: ScheduledConnection) -> None:
         self.write_lock.released_by(conn)
+
+    def abort(self, conn: ScheduledConnection) -> None:
+        """The client died: its transaction is rolled back and its lock released."""
+        self.end(conn, commit=False)
 
 
 def _sqlite_busy(exc: BaseException) -> bool:
