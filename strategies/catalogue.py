@@ -10,9 +10,9 @@ from typing import Any, Callable
 
 from ..target import Target
 from .cache_aside import SeedCacheAside
-from ..contract import Contract
 from .leases import LeasedCacheAside, LeasesOnlyCacheAside
 from .write_behind import QUEUED_SOURCE, QueuedWriteBehind, SeedWriteBehindCache
+from .write_through import VERSIONED_SOURCE, SeedWriteThrough, VersionedWriteThrough
 
 
 def seed_interface(name: str, build: Callable[[Any, Any], Any], **fields: Any) -> Target:
@@ -44,11 +44,13 @@ def write_behind(name: str, build: Callable[[Any, Any], Any], *faults: str, **fi
 KNOWN_BUGS = (
     seed_interface("seed-cache-aside", SeedCacheAside),
     seed_interface("leases-only", LeasesOnlyCacheAside),
+    seed_interface("seed-write-through", SeedWriteThrough),
     write_behind("seed-write-behind-crash", SeedWriteBehindCache, "crash"),
     # One process, so that only the retry can reorder (two processes' flushers reorder too).
     write_behind("seed-write-behind-retry", SeedWriteBehindCache, "error", clients=1),
 )
 CORRECT = (
     seed_interface("leased-cache-aside", LeasedCacheAside),
+    seed_interface("versioned-write-through", VersionedWriteThrough, source=VERSIONED_SOURCE),
     write_behind("queued-write-behind", QueuedWriteBehind, "crash", "error", source=QUEUED_SOURCE),
 )

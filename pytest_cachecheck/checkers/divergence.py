@@ -160,7 +160,8 @@ def _story(
             shown.append("...")
         label = "step" if len(cache) == 1 else "steps"
         numbers = ", ".join(str(call.step) for call in cache)
-        wrote += f" and invalidated the cache ({'; '.join(shown)}, {label} {numbers})"
+        verb = "invalidated" if all(_invalidates(call.command) for call in cache) else "updated"
+        wrote += f" and {verb} the cache ({'; '.join(shown)}, {label} {numbers})"
     else:
         wrote += " without touching the cache"
     filler = who(fill.client)
@@ -205,3 +206,8 @@ def _origin(newest: Operation | None) -> str:
     if newest.acknowledged:
         return f" ({who(newest.client)}'s {kind}, acknowledged at step {newest.complete_step})"
     return f" ({who(newest.client)}'s {kind}, never acknowledged)"
+
+
+def _invalidates(command: str) -> bool:
+    """Whether a cache command only removes (DEL, UNLINK), rather than writes a value."""
+    return command.split(" ", 1)[0].upper() in ("DEL", "UNLINK")
