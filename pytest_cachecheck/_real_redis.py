@@ -59,8 +59,10 @@ def _text(value: Any) -> str:
 class RealRedisCache:
     """The cache side on a real server at ``url``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, private: Any = None) -> None:
         self.url = url
+        self.private = private
+        """A :class:`~pytest_cachecheck._private_redis.PrivateRedis` the harness may kill -9."""
         self.name = f"Redis at {redis.connection.parse_url(url).get('host', url)}"
         self.admin = redis.Redis.from_url(url)
         self.specs = {
@@ -99,9 +101,14 @@ class RealRedisCache:
         return min(pending) if pending else None
 
     def lose_everything(self) -> None:
-        """Everything this example cached is gone (never more than the example's prefix)."""
-        self._unlink_under(self.prefix)
-        self.deadlines = {}
+        """The cache loses what it holds: kill -9 and restart of a private server (which keeps
+        what its AOF, if any, had synced), or on a shared server the example's keys only."""
+        if self.private is not None:
+            self.private.restart()
+            self.deadlines = {key: t for key, t in self.deadlines.items() if self.admin.exists(self.prefix + key)}
+        else:
+            self._unlink_under(self.prefix)
+            self.deadlines = {}
 
     def close(self) -> None:
         try:
