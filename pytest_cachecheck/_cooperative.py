@@ -102,9 +102,6 @@ class Lock(Waitable):
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def _at_fork_reinit(self) -> None:  # pragma: no cover - threading API completeness
-        self.locked_, self.owner = False, None
-
 
 class RLock(Lock):
     """A cooperative ``threading.RLock``: re-entrant for its owner, released only by it."""

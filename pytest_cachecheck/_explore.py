@@ -89,7 +89,7 @@ def explore(
         report.absorb_verdicts(verdicts)
         if any(v.status == "violated" for v in verdicts):
             report.first_failure(time.perf_counter() - started)
-            raise Violation("violated", verdicts, run.trace(), history)
+            raise Violation(verdicts, run.trace(), history)
 
     def record(run: Run) -> None:
         report.absorb_history(run.history())

@@ -22,9 +22,8 @@ from .verdict import Finding, Verdict
 class Violation(AssertionError):
     """An example broke a property; carries the verdicts and the annotated trace."""
 
-    def __init__(self, headline: str, verdicts: list[Any], trace: str, history: Any) -> None:
-        super().__init__(headline)
-        self.headline = headline
+    def __init__(self, verdicts: list[Any], trace: str, history: Any) -> None:
+        super().__init__(", ".join(v.property for v in verdicts if v.status == "violated"))
         self.verdicts = verdicts
         self.trace = trace
         self.history = history

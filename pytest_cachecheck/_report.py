@@ -116,9 +116,9 @@ def count_decisions(trace: str) -> int:
     return sum(1 for line in trace.splitlines() if line.startswith("state."))
 
 
-def describe_failure(target: Target, headline_verdicts: list[Verdict], trace: str, replay: str) -> str:
+def describe_failure(target: Target, verdicts: list[Verdict], trace: str, replay: str) -> str:
     """The failure message: the findings told in cache terms, then the minimal interleaving."""
-    violated = [v for v in headline_verdicts if v.status == "violated"]
+    violated = [v for v in verdicts if v.status == "violated"]
     names = ", ".join(v.property for v in violated) or "a property"
     lines = [f"cachecheck: {target.name} violates {names} (contract: {target.contract.describe()})", ""]
     for verdict in violated:

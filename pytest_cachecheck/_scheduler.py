@@ -151,10 +151,6 @@ class Task:
             return True
         return self.state == "waiting" and self.deadline is not None
 
-    @property
-    def busy(self) -> bool:
-        return self.state in ("ready", "waiting", "running", "hung")
-
     def _main(self) -> None:
         _context.enter_task(self)
         scheduler = self.scheduler
