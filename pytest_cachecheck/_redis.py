@@ -18,6 +18,7 @@ import redis
 import redis.client
 
 from ._scheduler import Scheduler
+from .history import INJECTED
 
 
 def render_arg(arg: Any) -> str:
@@ -85,7 +86,7 @@ class _ScheduledClient:
         def run() -> Any:
             if self._cachecheck_fail_next:
                 self._cachecheck_fail_next = False
-                raise redis.ConnectionError("cachecheck: injected connection error")
+                raise redis.ConnectionError(f"{INJECTED} connection error")
             return action()
 
         return run

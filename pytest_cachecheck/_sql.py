@@ -21,6 +21,7 @@ from typing import Any, Iterator, Protocol, Sequence
 
 from . import _context
 from ._scheduler import Blocked, Scheduler, Task, Waitable
+from .history import INJECTED
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
 
@@ -221,7 +222,7 @@ class ScheduledConnection:
     def _run_or_fail(self, sql: str, params: Any, many: bool) -> Any:
         if self.fail_next:
             self.fail_next = False
-            raise self.driver.operational_error("cachecheck: injected failure of this statement")
+            raise self.driver.operational_error(f"{INJECTED} failure of this statement")
         return self.driver.run(self, sql, params, many)
 
 

@@ -41,6 +41,10 @@ __all__ = [
 SETUP_CLIENT = 0
 """The client that writes each key's initial value before the run."""
 
+INJECTED = "cachecheck: injected"
+"""Begins the message of every failure the harness injects (the ``error`` fault), so that the
+history tells an injected failure from one of the layer's own."""
+
 OpKind = Literal["read", "write", "delete"]
 Status = Literal["ok", "error", "indeterminate"]
 

@@ -15,15 +15,12 @@ durability checkers judge.
 from __future__ import annotations
 
 from ..contract import Contract
-from ..history import History
+from ..history import INJECTED, History
 from ..hooks import hookimpl
 from ..verdict import Finding, Verdict
 from ._words import who
 
-__all__ = ["INJECTED", "cachecheck_check", "errors"]
-
-INJECTED = "cachecheck: injected"
-"""Marks a failure the harness injected, in the result of the call it made fail."""
+__all__ = ["cachecheck_check", "errors"]
 
 
 @hookimpl
