@@ -6,6 +6,7 @@ and add properties with :data:`hookimpl` checkers returning :class:`Verdict`.  E
 module whose name starts with ``_`` is internal.
 """
 
+from ._environment import EnvironmentFailure
 from ._explore import Budget, CachecheckFailure, explore
 from ._report import Report
 from ._run import RunConfig
@@ -23,6 +24,7 @@ __all__ = [
     "Call",
     "Complete",
     "Contract",
+    "EnvironmentFailure",
     "Finding",
     "History",
     "Invoke",

@@ -6,7 +6,12 @@ of the minimal example and its annotated trace.  Blocking outside the harness's 
 be shrunk in wall time, so it is reported at once, unshrunk.
 
 Determinism: a seed fixes Hypothesis's choices, and a run is a pure function of those choices,
-so the same seed gives the same examples and the same trace, byte for byte.
+so the same seed gives the same examples and the same trace, byte for byte.  The verdicts of a
+failing exploration are those of its minimal example, so they do not depend on what the
+example database replayed first.
+
+A server that fails under the exploration (goes away, refuses, stops answering) stops it at
+once: :class:`~pytest_cachecheck._environment.EnvironmentFailure`, one line, no finding.
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ from hypothesis.database import ExampleDatabase
 from hypothesis.stateful import run_state_machine_as_test
 
 from . import _patches
+from ._printable import printable
 from ._quiet import Chatter, quiet_layer
+from ._environment import EnvironmentFailure, close_backend
 from ._servers import Servers
-from ._machine import Aborted, Violation, build_machine, stall_verdict
+from ._machine import Aborted, EnvironmentAbort, Violation, build_machine, stall_verdict
 from ._report import Report, describe_failure
 from ._run import Run, RunConfig
 from ._scheduler import Stall
 from .checkers import check, checker_manager
+from .checkers.confinement import confinement, process_hazards
 from .target import Target
 
 
@@ -73,7 +81,9 @@ def explore(
 
     Runs on ``servers`` (the embedded default when None), or on an open ``backend``.  Returns
     the :class:`Report` when every example passed; raises :class:`CachecheckFailure` (an
-    ``AssertionError``) with the minimal counterexample otherwise.
+    ``AssertionError``) with the minimal counterexample otherwise, or
+    :class:`~pytest_cachecheck._environment.EnvironmentFailure` (one line) when a server failed
+    under the exploration.
     """
     checkers = checker_manager(plugins)
     own_backend = backend is None
@@ -83,7 +93,10 @@ def explore(
     def judge(run: Run, stall: Stall | None) -> None:
         history = run.history()
         if stall is not None:
-            verdicts = [stall_verdict(run, stall)]
+            # A stall ends the run before quiescence, so most properties cannot be judged; what
+            # the layer tried beyond its data or process is known all the same, and is told too.
+            beyond = (confinement(history), process_hazards(history))
+            verdicts = [stall_verdict(run, stall), *(v for v in beyond if v.status == "violated")]
         else:
             verdicts = check(history, target.contract, manager=checkers)
         report.absorb_verdicts(verdicts)
@@ -111,29 +124,61 @@ def explore(
         print_blob=False,
     )
     failure: CachecheckFailure | None = None
+    environment: EnvironmentFailure | None = None
     chatter = Chatter()
     try:
         with quiet_layer(chatter), _patches.simulated_world():
-            run_state_machine_as_test(machine, settings=run_settings)
+            try:
+                run_state_machine_as_test(machine, settings=run_settings)
+            except BaseException as exc:
+                stopped = _stopped_by_us(exc)
+                if stopped is exc:
+                    raise
+                raise stopped from None
     except Violation as violation:
-        report.absorb_verdicts(violation.verdicts)
+        # The minimal example's verdicts, not every example's: shrinking meets other failures
+        # on its way, and a database replay meets none of them.
+        report.judged_by(violation.verdicts)
         replay = budget.replay or f"explore(target, Budget(seed={budget.seed}, examples={budget.examples}, steps={budget.steps}))"
         report.failure = describe_failure(target, violation.verdicts, violation.trace, replay)
         failure = CachecheckFailure(report.failure, report, violation)
     except Aborted as aborted:
-        report.properties[aborted.stall.kind] = "violated"
+        report.properties = {aborted.stall.kind: "violated"}  # the verdict of the example that stalled
         report.failure = (
             f"cachecheck: {target.name} violates {aborted.stall.kind}\n\n"
-            f"[{aborted.stall.kind}] {aborted.stall.message}\n\n"
+            f"[{aborted.stall.kind}] {printable(aborted.stall.message)}\n\n"
             "Interleaving when it happened (not shrunk: each try would cost the watchdog's wall time):\n"
             f"{aborted.trace}"
         )
         failure = CachecheckFailure(report.failure, report)
+    except EnvironmentAbort as abort:
+        environment = abort.failure
     finally:
         if own_backend:
-            backend.close()
+            cleanup = close_backend(backend, quietly=environment is not None, where=target.name, example=report.examples)
+            if failure is None:  # a finding stands even if the server then fails at cleanup
+                environment = environment or cleanup
         report.wall_seconds = time.perf_counter() - started
         report.layer_log_records = chatter.log_records
+    if environment is not None:
+        raise environment
     if failure is not None:
         raise failure
     return report
+
+
+def _stopped_by_us(exc: BaseException) -> BaseException:
+    """The :class:`Aborted` or :class:`EnvironmentAbort` behind ``exc``, else ``exc`` itself.
+
+    Both stop an example midway on purpose.  Hypothesis, while handling one, may find that the
+    example drew less than an earlier one with the same start and raise its own error
+    (``FlakyStrategyDefinition``) in its place; ours is then that error's context.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (Aborted, EnvironmentAbort)):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__context__
+    return exc

@@ -5,15 +5,30 @@ start an operation on a client and preempt it after some points, resume a paused
 advance virtual time.  The printed program is therefore the interleaving itself.  At teardown
 the run drains (newest operation first), probes every key with a fresh client, and is judged;
 a stall (deadlock, hang) found on the way is judged at once.
+
+A server that fails under a run (goes away, refuses, stops answering) is no finding: after every
+decision, and whenever the harness's own calls raise, the machine looks for such a fault; the
+first one stops the exploration with :class:`EnvironmentAbort`, and the run is closed quietly,
+within a time limit.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable
 
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from ._decisions import Decision, decisions
+from ._environment import (
+    EnvironmentFailure,
+    classify_exception,
+    close_quietly,
+    first_fault,
+    real_systems,
+    server_name,
+    stalled_in_server,
+)
 from ._run import Run, RunConfig
 from ._scheduler import Stall, UncontrolledBlocking
 from .target import Target
@@ -42,6 +57,19 @@ class Aborted(BaseException):
         self.trace = trace
 
 
+class EnvironmentAbort(BaseException):
+    """A server failed under the run: the exploration stops here, with ``failure``'s one line.
+
+    A ``BaseException``, like :class:`Aborted`, so that Hypothesis neither shrinks it nor
+    replays it (a replay meets a dead server, or a revived one, and Hypothesis would call the
+    test flaky); nothing of it is saved in the example database.
+    """
+
+    def __init__(self, failure: EnvironmentFailure) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+
+
 def build_machine(
     target: Target,
     config: RunConfig,
@@ -56,11 +84,45 @@ def build_machine(
     exploration's figures.
     """
 
+    examples = itertools.count(1)
+    real = real_systems(backend)
+
     class Machine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            self.run = Run(target, config, backend)
+            self.example = next(examples)
+            self.fault: EnvironmentFailure | None = None
+            self._scanned = 0
+            try:
+                self.run = Run(target, config, backend)
+            except Exception as exc:  # resetting or filling the servers, connecting, building
+                self.check_environment(exc)
+                raise
             self.run.machine_name = type(self).__name__
+
+        def check_environment(self, exc: BaseException | None = None) -> None:
+            """Raise :class:`EnvironmentAbort` if a server failed under this example.
+
+            Looks at the calls recorded since the last look (a failure the layer saw, even if it
+            caught it), then at ``exc`` (a failure of the harness's own calls), then, for a task
+            the watchdog caught, at where it is stuck.
+            """
+            run = getattr(self, "run", None)
+            fault = None
+            if run is not None:
+                events = run.scheduler.events
+                fault = first_fault(events[self._scanned :], real)
+                self._scanned = len(events)
+            if fault is None:
+                fault = classify_exception(exc, real)
+            if fault is None and isinstance(exc, UncontrolledBlocking) and exc.task is not None:
+                fault = stalled_in_server(exc.task, backend)
+            if fault is None:
+                return
+            if run is not None:
+                run.broken = True
+            self.fault = EnvironmentFailure(fault, server_name(backend, fault.system), target.name, self.example)
+            raise EnvironmentAbort(self.fault) from None
 
         def _repr_step(self, rule: Any, data: Any, result: Any) -> str:  # Hypothesis's printer
             text = super()._repr_step(rule, data, result)
@@ -76,13 +138,21 @@ def build_machine(
                 action()
             except UncontrolledBlocking as stall:
                 self.run.broken = True
+                self.check_environment(stall)
                 raise Aborted(stall, self.run.trace()) from None
             except Stall as stall:
                 self.run.broken = True
+                self.check_environment(stall)
                 judge(self.run, stall)
+            except Exception as exc:
+                self.check_environment(exc)
+                raise
+            else:
+                self.check_environment()
 
         def teardown(self) -> None:
-            # A run broken by a stall already raised its Violation from the rule that found it.
+            # A run broken by a stall already raised its Violation from the rule that found it;
+            # one broken by a server fault is only closed.
             try:
                 if not self.run.broken:
                     self.decide(self.run.quiesce)
@@ -90,7 +160,17 @@ def build_machine(
                     judge(self.run, None)
             finally:
                 record(self.run)
+                if self.fault is not None:
+                    close_quietly(self.run.close)
+                else:
+                    self.close()
+
+        def close(self) -> None:
+            try:
                 self.run.close()
+            except Exception as exc:  # the servers may fail while the example's data is removed
+                self.check_environment(exc)
+                raise
 
     Machine.do = rule(step=decisions(target))(_do)
     Machine.__name__ = Machine.__qualname__ = _class_name(target.name)

@@ -10,9 +10,13 @@ Only primitives created by the layer's own code become cooperative: a lock built
 standard library, redis-py, fakeredis, psycopg or the harness stays real, because those guard
 the harness's own I/O and must never become scheduling points.
 
+What a layer does to the test process itself (a real thread left running, a fork, a signal
+handler or alarm) is patched here too, and found, refused or contained by ``_hazards``.
+
 Limits: a name bound before the patch (``from time import sleep`` at import time) keeps the
 original; a class defined as ``class Flusher(threading.Thread)`` at import time stays a real
-thread (it blocks outside our control and the watchdog reports it).
+thread (it blocks outside our control and the watchdog reports it; left running, it is a
+process hazard).
 """
 
 from __future__ import annotations
@@ -43,14 +47,22 @@ _REAL_TOP_PACKAGES = frozenset(sys.stdlib_module_names) | {
 }
 
 
+def module_kind(module: str) -> str:
+    """Whose code the module named ``module`` is: ``harness``, ``library`` or ``layer``.
+
+    ``library`` is the standard library and the harness's dependencies; the reference layers in
+    ``pytest_cachecheck.strategies`` are layers like any user's.
+    """
+    if module.startswith("pytest_cachecheck"):
+        return "layer" if module.startswith("pytest_cachecheck.strategies") else "harness"
+    return "library" if module.partition(".")[0] in _REAL_TOP_PACKAGES else "layer"
+
+
 def _created_by_layer(depth: int) -> bool:
     """Whether the frame ``depth`` levels up is the layer's code, in a simulated task."""
     if _context.current_task() is None:
         return False
-    module = sys._getframe(depth + 1).f_globals.get("__name__", "")
-    if module.startswith("pytest_cachecheck"):
-        return module.startswith("pytest_cachecheck.strategies")
-    return module.partition(".")[0] not in _REAL_TOP_PACKAGES
+    return module_kind(sys._getframe(depth + 1).f_globals.get("__name__", "")) == "layer"
 
 
 class _DispatchingType(type):
@@ -69,7 +81,14 @@ def _dispatching_class(name: str, real: type, cooperative: type) -> type:
             return cooperative(*args, **kwargs)
         return real(*args, **kwargs)
 
-    return _DispatchingType(name, (), {"__new__": __new__, "_real": real, "_cooperative": cooperative})
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        # Only ever called by name, as ``Thread.__init__(self, ...)`` from a subclass the standard
+        # library defined before the patch (``threading.Timer``, ``_DummyThread``,
+        # ``BoundedSemaphore``): the base class ``self`` really has initialises it.
+        (cooperative if isinstance(self, cooperative) else real).__init__(self, *args, **kwargs)
+
+    namespace = {"__new__": __new__, "__init__": __init__, "_real": real, "_cooperative": cooperative}
+    return _DispatchingType(name, (), namespace)
 
 
 def _dispatching_factory(real: Callable[..., Any], cooperative: Callable[..., Any]) -> Callable[..., Any]:
@@ -154,6 +173,9 @@ def _replacements() -> list[tuple[object, str, Any]]:
         ("Thread", _cooperative.Thread),
     ]:
         plan.append((threading, name, _dispatching_class(name, getattr(threading, name), cooperative)))
+    from . import _hazards  # imports this module: loaded on first use, not at import
+
+    plan.extend(_hazards.replacements())
     shared = random._inst  # type: ignore[attr-defined]
     for name in dir(random):
         function = getattr(random, name)

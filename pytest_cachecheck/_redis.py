@@ -17,22 +17,32 @@ from typing import Any, Iterable
 import redis
 import redis.client
 
+from ._redis_guard import rejoin, split_name, text
 from ._scheduler import Scheduler
 from .history import INJECTED
 
 
 def render_arg(arg: Any) -> str:
+    """One argument as shown: bare if plain, else quoted with ``repr`` (control characters escaped)."""
     if isinstance(arg, (bytes, bytearray, memoryview)):
         arg = bytes(arg).decode("utf-8", "backslashreplace")
     if isinstance(arg, str):
-        if arg and not any(ch.isspace() or ch in "'\"\\" for ch in arg):
+        if arg and all(ch.isprintable() and not ch.isspace() and ch not in "'\"\\" for ch in arg):
             return arg
         return repr(arg)
-    return str(arg)
+    text = str(arg)
+    return text if text.isprintable() else repr(text)
 
 
 def render_command(args: Iterable[Any]) -> str:
-    """``SETEX user:u1 3600 '{"name": "u1.v0"}'``: the command name first, values quoted."""
+    """``SETEX user:u1 3600 '{"name": "u1.v0"}'``: the command name first, values quoted.
+
+    A name redis-py gives as one string (``"MEMORY USAGE"``) is shown as the words Redis gets.
+    """
+    args = list(args)
+    if args and isinstance(args[0], (str, bytes)):
+        name = render_arg(args[0]).strip("'\"") if " " in str(args[0]) else render_arg(args[0])
+        return " ".join([name, *(render_arg(arg) for arg in args[1:])])
     return " ".join(render_arg(arg) for arg in args)
 
 
@@ -118,25 +128,33 @@ class _ScheduledPipeline:
         return self._cachecheck_scheduler.point("redis", text, lambda: self._confined(parent, raise_on_error))
 
     def _confined(self, parent: Any, raise_on_error: bool) -> Any:
-        """Prefix every queued command's keys, and take over the TTLs they set."""
+        """Prefix every queued command's keys, and take over the TTLs they set.
+
+        The policy's capture commands ride in the same pipeline (the same MULTI, for a
+        transaction) right after the command they capture; their replies are taken out again.
+        """
         policy = self._cachecheck_policy
         policy._expire_due()
         layer_stack, self.command_stack = list(self.command_stack), []
-        extra: list[tuple[int, list[str], int]] = []  # (reply index, keys, how many replies)
-        for args, options in layer_stack:
-            name = str(args[0]).upper()
+        extra: list[tuple[int, str, list[bytes], int]] = []  # (reply index, name, keys, how many replies)
+        for original, options in layer_stack:
+            args = split_name(original)
+            name = text(args[0]).upper()  # b"SET" and "set" alike: SET
             keys, rewritten = policy.rewrite(name, args)
-            self.command_stack.append((tuple(rewritten), options))
-            if policy.is_ttl_setter(name):
+            self.command_stack.append((tuple(rejoin(original, rewritten)), options))
+            if policy.captures(name, args):
                 index = len(self.command_stack)
                 count = policy.capture(_Queue(self.command_stack), keys)
-                extra.append((index, keys, count))
-        replies = parent.execute(raise_on_error)
+                extra.append((index, name, keys, count))
+        replies = parent.execute(False)
         drop: set[int] = set()
-        for index, keys, count in extra:
-            policy.captured(keys, replies[index : index + count])
+        for index, name, keys, count in extra:
+            policy.captured(name, keys, replies[index : index + count], replies[index - 1])
             drop.update(range(index, index + count))
-        return [reply for i, reply in enumerate(replies) if i not in drop]
+        kept = [reply for i, reply in enumerate(replies) if i not in drop]
+        if raise_on_error:
+            self.raise_first_error(layer_stack, kept)
+        return kept
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
         parent = super()

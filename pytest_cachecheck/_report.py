@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ._printable import printable
 from .history import SETUP_CLIENT, Call, Complete, History, Invoke
 from .target import Target
 from .verdict import Verdict
@@ -42,6 +43,8 @@ class Report:
     stale_window: float = 0.0
     longest_divergence: float = 0.0
     properties: dict[str, str] = field(default_factory=dict)
+    """Each property's verdict: on a pass, the worst over every example; on a failure, the
+    minimal example's (:meth:`judged_by`), whatever else the exploration met on its way."""
     within_contract: dict[str, int] = field(default_factory=dict)
     """Findings the contract allows (a stale read younger than the bound), per property."""
     failure: str | None = None
@@ -80,6 +83,15 @@ class Report:
             self.longest_divergence = max(
                 self.longest_divergence, float(verdict.figures.get("longest_divergence", 0.0))
             )
+
+    def judged_by(self, verdicts: Iterable[Verdict]) -> None:
+        """The verdicts of the failure the exploration ends on replace those accumulated.
+
+        Shrinking runs many failing examples that break other properties, and a failure replayed
+        from the example database runs none of them: only the minimal example's verdicts are
+        the same either way.  The figures keep counting every example.
+        """
+        self.properties = {verdict.property: verdict.status for verdict in verdicts}
 
     def first_failure(self, elapsed: float) -> None:
         """Note when the first failing example was met (before any shrinking)."""
@@ -123,7 +135,7 @@ def describe_failure(target: Target, verdicts: list[Verdict], trace: str, replay
     lines = [f"cachecheck: {target.name} violates {names} (contract: {target.contract.describe()})", ""]
     for verdict in violated:
         for finding in verdict.violations:
-            lines.append(f"[{finding.property}] {finding.message}")
+            lines.append(printable(f"[{finding.property}] {finding.message}"))
     decisions = count_decisions(trace)
     lines += [
         "",

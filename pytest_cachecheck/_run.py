@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._clock import VirtualClock
+from ._hazards import Hazards
+from ._printable import printable
 from ._scheduler import Scheduler, Stall, Task
 from .history import SETUP_CLIENT, Call, Complete, History, Invoke, Probe
 from .target import Target
@@ -79,6 +81,7 @@ class Run:
             max_points_per_op=config.max_points_per_op,
         )
         self.world = backend.world(self.scheduler, decode_responses=target.decode_responses)
+        self.hazards = Hazards.of(self.scheduler)
         self._ops = itertools.count(1)
         self._versions = {key: itertools.count(1) for key in target.keys}
         self.steps: list[Step] = []
@@ -259,6 +262,7 @@ class Run:
                 break
             self.clock.advance(wait + 0.001)
             diverged = [key for key in diverged if not self._probe(prober, key)]
+        self.hazards.at_quiescence()  # threads and processes the layer left behind
         self._end()
 
     def _drain(self) -> None:
@@ -391,7 +395,7 @@ class Run:
                 lines.append(
                     f"probe at t={event.time:g}: layer returns {event.observed}, source holds {event.source} ({verdict})"
                 )
-        return lines + step.after
+        return [printable(line) for line in lines + step.after]  # values are never shown raw
 
     def trace(self) -> str:
         """The run as a replayable program, each decision annotated with what it ran.
@@ -416,6 +420,7 @@ class Run:
 
     def close(self) -> None:
         self.scheduler.close()
+        self.hazards.close()
         for client in self.clients:
             client.connection.close()
         self.world.close()
@@ -435,6 +440,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _short(text: str, limit: int = 120) -> str:
+    text = printable(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

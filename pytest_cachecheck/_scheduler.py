@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from . import _context
 from ._clock import VirtualClock
+from ._printable import printable
 from ._quiet import TASK_THREAD_PREFIX
 from .history import Call, Event
 
@@ -194,6 +195,8 @@ class Scheduler:
         self._running: Task | None = None
         self._dead = False
         self._labels = 0
+        self.hazards: Any = None
+        """The run's process hazards (a ``_hazards.Hazards``), made on first use."""
 
     def next_label(self) -> int:
         """A number for a primitive created in this run (deterministic per run)."""
@@ -484,5 +487,5 @@ def render_result(value: Any, limit: int = 160) -> str:
         return "nil"
     if isinstance(value, bytes):
         value = value.decode("utf-8", "backslashreplace")
-    text = repr(value)
+    text = printable(repr(value))  # a repr can still hold control characters (a custom __repr__)
     return text if len(text) <= limit else text[: limit - 1] + "…"

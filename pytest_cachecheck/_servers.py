@@ -16,6 +16,7 @@ import psycopg
 import redis
 from psycopg.conninfo import conninfo_to_dict
 
+from . import _redis_acl
 from ._backend import Backend
 
 CONNECT_TIMEOUT = 3.0
@@ -32,6 +33,10 @@ class Servers:
     redis_url: str | None = None
     db_dsn: str | None = None
     allow_remote: bool = False
+    unconfined: bool = False
+    """Run without the servers' own confinement (a per-run Redis ACL user, a per-run PostgreSQL
+    role) where the login given cannot create them; only the harness's key prefix and schema
+    then keep the layer apart from others' data, which a misbehaving layer can escape."""
 
     def backend(self) -> Backend:
         """A fresh backend for one exploration."""
@@ -44,8 +49,8 @@ class Servers:
             from ._backend import embedded
 
             return embedded()
-        cache = RealRedisCache(self.redis_url) if self.redis_url else FakeCache()
-        source = PostgresSource(self.db_dsn) if self.db_dsn else SQLiteSource()
+        cache = RealRedisCache(self.redis_url, unconfined=self.unconfined) if self.redis_url else FakeCache()
+        source = PostgresSource(self.db_dsn, unconfined=self.unconfined) if self.db_dsn else SQLiteSource()
         return Backend(cache, source)
 
     def describe(self) -> str:
@@ -53,10 +58,13 @@ class Servers:
             return "embedded (fakeredis + SQLite)"
         cache = f"Redis {_safe(self.redis_url)}" if self.redis_url else "fakeredis"
         source = f"PostgreSQL {_safe_dsn(self.db_dsn)}" if self.db_dsn else "SQLite"
-        return f"{cache} + {source}"
+        confinement = " (UNCONFINED: the servers do not confine the layer)" if self.unconfined else ""
+        return f"{cache} + {source}{confinement}"
 
 
-def check_redis(url: str, *, allow_remote: bool, connect: bool, option: str = "--cachecheck-redis") -> None:
+def check_redis(
+    url: str, *, allow_remote: bool, connect: bool, unconfined: bool = False, option: str = "--cachecheck-redis"
+) -> None:
     try:
         parsed = redis.connection.parse_url(url)
     except (ValueError, TypeError) as error:
@@ -71,6 +79,8 @@ def check_redis(url: str, *, allow_remote: bool, connect: bool, option: str = "-
     client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT)
     try:
         client.ping()
+        # The server must confine each run itself (a per-run ACL user), unless the user opted out.
+        problem = _redis_acl.missing(client, unconfined=unconfined)
     except redis.AuthenticationError:
         raise ServerError(
             f"{option}={_safe(url)}: authentication failed; give the right password in the URL, "
@@ -91,9 +101,17 @@ def check_redis(url: str, *, allow_remote: bool, connect: bool, option: str = "-
         ) from None
     finally:
         client.close()
+    if problem is not None:
+        raise ServerError(f"{option}={_safe(url)}: {problem}")
 
 
-def check_db(dsn: str, *, allow_remote: bool, connect: bool, option: str = "--cachecheck-db") -> None:
+def check_db(
+    dsn: str, *, allow_remote: bool, connect: bool, unconfined: bool = False, option: str = "--cachecheck-db"
+) -> str | None:
+    """Check ``dsn`` (and, when ``connect``, that a run can be confined there, by trying one).
+
+    Returns the line saying what dead runs' leftovers the trial swept, or None.
+    """
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as error:
@@ -118,6 +136,29 @@ def check_db(dsn: str, *, allow_remote: bool, connect: bool, option: str = "--ca
         raise ServerError(
             f"{option}={_safe_dsn(dsn)}: cannot connect ({text}); start PostgreSQL there or fix the DSN"
         ) from None
+    return _try_a_run(dsn, unconfined=unconfined, option=option)
+
+
+def _try_a_run(dsn: str, *, unconfined: bool, option: str) -> str | None:
+    """Set up and remove one run's role and schema, as an exploration would; the sweep's line."""
+    from ._pg_confinement import ConfinementError
+    from ._postgres import PostgresSource
+    from ._teardown import TeardownError
+
+    try:
+        source = PostgresSource(dsn, unconfined=unconfined)
+        try:
+            source.reset(None)  # the run's schema, and its role's rights on it
+        finally:
+            source.close()
+    except ConfinementError as error:
+        raise ServerError(f"{option}={_safe_dsn(dsn)}: {error.problem}") from None
+    except (psycopg.Error, TeardownError) as error:
+        reason = error.reason if isinstance(error, TeardownError) else _first_line(error)
+        raise ServerError(
+            f"{option}={_safe_dsn(dsn)}: cannot set up a run there ({reason}); check the login's rights"
+        ) from None
+    return source.swept
 
 
 def _require_local(option: str, value: str, host: str, allow_remote: bool) -> None:

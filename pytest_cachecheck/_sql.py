@@ -20,6 +20,7 @@ import sqlite3
 from typing import Any, Iterator, Protocol, Sequence
 
 from . import _context
+from ._printable import printable
 from ._scheduler import Blocked, Scheduler, Task, Waitable
 from .history import INJECTED
 
@@ -46,12 +47,16 @@ def _literal(value: Any) -> str:
         return repr(value)
     if isinstance(value, bytes):
         value = value.decode("utf-8", "backslashreplace")
-    return "'" + str(value).replace("'", "''") + "'"
+    text = str(value)
+    if text.isprintable():
+        return "'" + text.replace("'", "''") + "'"
+    # Control characters are never shown raw: PostgreSQL's escape-string form, E'a\x00b\n'.
+    return "E'" + printable(text.replace("\\", "\\\\")).replace("'", "''") + "'"
 
 
 def render_statement(sql: str, params: Any) -> str:
     """The statement with its parameters inlined, on one line, for the history."""
-    flat = " ".join(sql.split())
+    flat = printable(" ".join(sql.split()))
     if params is None:
         return flat
     if isinstance(params, dict):
@@ -161,8 +166,11 @@ class Driver(Protocol):
 
     ``run`` executes a statement whole and returns its :class:`Result`, or :class:`Blocked`
     when another transaction holds what it needs (it is called again when the task is
-    resumed); ``end`` commits or rolls back; ``release`` forgets a connection's locks;
-    ``abort`` ends a dead client's transaction, whatever it had in flight.
+    resumed); ``end`` commits or rolls back; ``release`` forgets a connection's locks (and
+    cancels what it has in flight); ``abort`` ends a dead client's transaction, whatever it had
+    in flight.  A driver may also define ``refused(exc)``: the error to raise instead of ``exc``
+    when the server refused the statement for reaching beyond the run (its message begins with
+    :data:`~pytest_cachecheck.history.REFUSED`), or None.
     """
 
     def run(self, conn: "ScheduledConnection", sql: str, params: Any, many: bool) -> "Result | Blocked": ...
@@ -218,12 +226,31 @@ class ScheduledConnection:
 
     fail_next = False
     """Set by the ``error`` fault: the next statement raises the driver's OperationalError."""
+    blocked = False
+    """Whether this connection's statement is blocked, to be retried when its task is woken.
+
+    Invariant: the retry is the same statement, already issued (on PostgreSQL it is still in
+    flight on the server), so the ``error`` fault never fires on it but on the next statement.
+    Failing the retry would leave the statement in flight: the next statement would be answered
+    with its result without ever running (a correct layer then "loses" a write)."""
 
     def _run_or_fail(self, sql: str, params: Any, many: bool) -> Any:
-        if self.fail_next:
+        if self.fail_next and not self.blocked:
             self.fail_next = False
             raise self.driver.operational_error(f"{INJECTED} failure of this statement")
-        return self.driver.run(self, sql, params, many)
+        self.blocked = False
+        try:
+            outcome = self.driver.run(self, sql, params, many)
+            self.blocked = isinstance(outcome, Blocked)
+            return outcome
+        except Exception as exc:
+            # A statement the server refused for reaching beyond the run: the driver's own error
+            # class, with a message that makes it a confinement finding.
+            refused = getattr(self.driver, "refused", None)
+            mapped = refused(exc) if refused is not None else None
+            if mapped is None:
+                raise
+            raise mapped from exc
 
 
 def fetch_whole(cursor: Any) -> Result:

@@ -22,10 +22,12 @@ step 0.  A delete is a write of ``None``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping, Union
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, TypeVar, Union
 
 __all__ = [
     "Call",
@@ -44,6 +46,15 @@ SETUP_CLIENT = 0
 INJECTED = "cachecheck: injected"
 """Begins the message of every failure the harness injects (the ``error`` fault), so that the
 history tells an injected failure from one of the layer's own."""
+
+REFUSED = "cachecheck: refused"
+"""Begins the message of every call a server (or the harness) refused because it reached beyond
+the run's own data: a Redis command outside the run's ACL user, a SQL statement outside the run's
+role.  The layer sees the driver's own error; the ``confinement`` checker reports the attempt."""
+
+HAZARD = "hazard"
+"""The ``system`` of a :class:`Call` the harness records when the layer does something to the
+test process itself: leaves a thread running, forks, installs a signal handler or an alarm."""
 
 OpKind = Literal["read", "write", "delete"]
 Status = Literal["ok", "error", "indeterminate"]
@@ -117,6 +128,7 @@ class Probe:
 
 
 Event = Union[Invoke, Complete, Call, Probe]
+T = TypeVar("T")
 
 _EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (Invoke, Complete, Call, Probe)}
 
@@ -173,8 +185,45 @@ class History:
     def __len__(self) -> int:
         return len(self.events)
 
+    def cached(self, name: str, build: Callable[["History"], T]) -> T:
+        """``build(self)``, computed on first use and kept with the history under ``name``.
+
+        A history is immutable, so a view derived from it never goes stale: checkers share the
+        indices they build (per key, per operation) instead of rescanning the events.  ``name``
+        must say what ``build`` computes; the views are no part of equality or serialisation.
+        Views are built with the cyclic garbage collector paused: they allocate an object or two
+        per event, none in a cycle, and the collector would otherwise rescan the whole history
+        many times over while a view of a million operations is built.
+        """
+        views = self.__dict__.setdefault("_views", {})
+        if name not in views:
+            with paused_collector():
+                views[name] = build(self)
+        return views[name]
+
     def of_type(self, cls: type) -> list[Any]:
-        return [event for event in self.events if isinstance(event, cls)]
+        """The events that are instances of ``cls``, in step order (a fresh list each call)."""
+        return list(self._of_type(cls))
+
+    def _of_type(self, cls: type) -> tuple[Any, ...]:
+        by_type = self.cached("events by type", History._events_by_type)
+        matching = [kind for kind in by_type if issubclass(kind, cls)]
+        if len(matching) <= 1:  # one pass over the events serves every event type
+            return by_type[matching[0]] if matching else ()
+        return self.cached(f"of_type {cls.__module__}.{cls.__qualname__}", lambda history: tuple(
+            event for event in history.events if isinstance(event, cls)
+        ))
+
+    def _events_by_type(self) -> dict[type, tuple[Any, ...]]:
+        by_type: dict[type, list[Any]] = {}
+        for event in self.events:
+            kind = type(event)
+            events = by_type.get(kind)
+            if events is None:
+                by_type[kind] = [event]
+            else:
+                events.append(event)
+        return {kind: tuple(events) for kind, events in by_type.items()}
 
     @property
     def calls(self) -> list[Call]:
@@ -186,41 +235,44 @@ class History:
 
     def operations(self) -> list[Operation]:
         """Every operation in invocation order, completed or still in flight (computed once)."""
-        cached = self.__dict__.get("_operations")
-        if cached is None:
-            cached = self._join_operations()
-            object.__setattr__(self, "_operations", cached)
-        return list(cached)
+        return list(self.cached("operations", lambda history: tuple(
+            _operation(invoke, complete) for invoke, complete in history.joined()
+        )))
 
-    def _join_operations(self) -> tuple[Operation, ...]:
-        by_op: dict[int, Operation] = {}
+    def joined(self) -> tuple[tuple[Invoke, Complete | None], ...]:
+        """Every operation as its invoke and its completion (``None`` while in flight), in
+        invocation order: what :meth:`operations` is made of, without an object per operation
+        (computed once; raises ``ValueError`` on a completion of an op never invoked)."""
+        return self.cached("joined", History._join)
+
+    def _join(self) -> tuple[tuple[Invoke, Complete | None], ...]:
+        invoked: dict[int, Invoke] = {}
+        completed: dict[int, Complete] = {}
         for event in self.events:
+            if type(event) is Call:
+                continue  # most events: skipped at the cost of one test
             if isinstance(event, Invoke):
-                by_op[event.op] = Operation(
-                    op=event.op,
-                    client=event.client,
-                    kind=event.kind,
-                    key=event.key,
-                    invoke_step=event.step,
-                    invoke_time=event.time,
-                    written=event.value,
-                )
+                invoked[event.op] = event
+                completed.pop(event.op, None)  # a re-invoked op starts afresh
             elif isinstance(event, Complete):
-                started = by_op.get(event.op)
-                if started is None:
+                if event.op not in invoked:
                     raise ValueError(f"completion of op {event.op} that was never invoked")
-                by_op[event.op] = dataclasses.replace(
-                    started,
-                    complete_step=event.step,
-                    complete_time=event.time,
-                    status=event.status,
-                    observed=event.value,
-                    error=event.error,
-                )
-        return tuple(by_op.values())
+                completed[event.op] = event
+        return tuple((invoke, completed.get(op)) for op, invoke in invoked.items())
 
     def calls_of(self, op: int) -> list[Call]:
-        return [call for call in self.calls if call.op == op]
+        """The calls operation ``op`` made, in step order (indexed once, then O(1) per op)."""
+        return list(self.cached("calls by op", History._calls_by_op).get(op, ()))
+
+    def _calls_by_op(self) -> dict[int | None, list[Call]]:
+        by_op: dict[int | None, list[Call]] = {}
+        for call in self._of_type(Call):
+            calls = by_op.get(call.op)
+            if calls is None:
+                by_op[call.op] = [call]
+            else:
+                calls.append(call)
+        return by_op
 
     # Serialisation: a history can be saved and re-checked without re-running anything.
 
@@ -242,3 +294,36 @@ class History:
     def of(cls, events: Iterable[Event]) -> "History":
         return cls(tuple(events))
 
+
+@contextlib.contextmanager
+def paused_collector() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block, then file what it allocated as old.
+
+    For code that builds or walks a history's views: it allocates objects by the million and
+    none in a cycle.  Collecting them would free nothing, yet the young generations' collections
+    would scan them all on their way to the oldest one (seconds, for a million operations).  So
+    they are moved there at once, which is what ``gc.freeze()`` then ``gc.unfreeze()`` does,
+    unless the process keeps frozen objects of its own.
+    """
+    running = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
+        if running:
+            gc.enable()
+
+
+def _operation(invoke: Invoke, complete: Complete | None) -> Operation:
+    """An invoke joined with its completion, if any."""
+    if complete is None:
+        return Operation(
+            invoke.op, invoke.client, invoke.kind, invoke.key, invoke.step, invoke.time, invoke.value
+        )
+    return Operation(
+        invoke.op, invoke.client, invoke.kind, invoke.key, invoke.step, invoke.time, invoke.value,
+        complete.step, complete.time, complete.status, complete.value, complete.error,
+    )

@@ -25,7 +25,9 @@ from typing import Any, Callable
 import pytest
 from hypothesis import settings
 
+from ._environment import EnvironmentFailure, close_backend
 from ._explore import Budget, CachecheckFailure, explore
+from ._printable import printable
 from ._report import Report
 from .checkers import checker_manager
 from ._private_redis import PrivateRedis, PrivateRedisError
@@ -146,6 +148,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="allow servers that are not on this machine (ini cachecheck_allow_remote; env CACHECHECK_ALLOW_REMOTE)",
     )
     parser.addini("cachecheck_allow_remote", "allow non-loopback servers (true/false)", default="false")
+    group.addoption(
+        "--cachecheck-unconfined",
+        action="store_true",
+        dest="cachecheck_unconfined",
+        default=None,
+        help=(
+            "run on servers where the login cannot create a per-run Redis ACL user or PostgreSQL role: "
+            "the layer is then NOT confined by the servers (ini cachecheck_unconfined; env CACHECHECK_UNCONFINED)"
+        ),
+    )
+    parser.addini("cachecheck_unconfined", "run without server-enforced confinement (true/false)", default="false")
     for name, default, parse, text in _OPTIONS:
         group.addoption(
             f"--cachecheck-{name}",
@@ -211,16 +224,25 @@ def _servers(config: pytest.Config, *, connect: bool) -> Servers:
         value = config.getoption(f"cachecheck_{name}") or os.environ.get(f"CACHECHECK_{name.upper()}")
         return value or str(config.getini(f"cachecheck_{name}")) or None
 
-    allow = config.getoption("cachecheck_allow_remote")
-    if allow is None:
-        env = os.environ.get("CACHECHECK_ALLOW_REMOTE")
-        allow = _boolean(env) if env else _ini(config, "cachecheck_allow_remote", _boolean, "true")
-    servers = Servers(redis_url=setting("redis"), db_dsn=setting("db"), allow_remote=allow)
+    def flag(name: str) -> bool:
+        value = config.getoption(f"cachecheck_{name}")
+        if value is not None:
+            return bool(value)
+        env = os.environ.get(f"CACHECHECK_{name.upper()}")
+        if env:
+            try:
+                return _boolean(env)
+            except ValueError as error:
+                raise pytest.UsageError(f"CACHECHECK_{name.upper()}={env!r}: {error}, e.g. CACHECHECK_{name.upper()}=1") from None
+        return _ini(config, f"cachecheck_{name}", _boolean, "true")
+
+    allow, unconfined = flag("allow_remote"), flag("unconfined")
+    servers = Servers(redis_url=setting("redis"), db_dsn=setting("db"), allow_remote=allow, unconfined=unconfined)
     try:
         if servers.redis_url:
-            check_redis(servers.redis_url, allow_remote=allow, connect=connect)
+            check_redis(servers.redis_url, allow_remote=allow, connect=connect, unconfined=unconfined)
         if servers.db_dsn:
-            check_db(servers.db_dsn, allow_remote=allow, connect=connect)
+            check_db(servers.db_dsn, allow_remote=allow, connect=connect, unconfined=unconfined)
     except ServerError as error:
         raise pytest.UsageError(str(error)) from None
     return servers
@@ -313,21 +335,45 @@ def cachecheck_explore(request: pytest.FixtureRequest) -> Callable[..., Report]:
         try:
             backend = state.servers.backend()
         except Exception as error:  # a server that passed the checks went away since
-            pytest.fail(f"cachecheck: cannot open {state.servers.describe()}: {error}", pytrace=False)
+            reason = printable((str(error).strip().splitlines() or [type(error).__name__])[0])
+            pytest.fail(f"cachecheck: cannot open {state.servers.describe()}: {reason}", pytrace=False)
+        _announce_sweeps(request.config, backend)
+        report: Report | None = None
+        story: str | None = None
+        environment: EnvironmentFailure | None = None
         try:
             report = explore(target, budget, plugins=checkers, config=state.config, backend=backend)
         except CachecheckFailure as failure:
             report, story = failure.report, str(failure)
-        else:
-            story = None
+        except EnvironmentFailure as failure:  # a server failed: one line, no story, no figures
+            environment = failure
         finally:
-            backend.close()
-        state.reports.append(report)
+            cleanup = close_backend(
+                backend,
+                quietly=environment is not None,
+                where=test_id,
+                example=report.examples if report is not None else None,
+            )
+        if environment is None and story is None:
+            environment = cleanup
+        if report is not None:
+            state.reports.append(report)
+        if environment is not None:
+            pytest.fail(environment.line(test_id), pytrace=False)
         if story is not None:
             pytest.fail(story, pytrace=False)
         return report
 
     return run
+
+
+def _announce_sweeps(config: pytest.Config, backend: Any) -> None:
+    """Say, one line each, what dead runs' leftovers opening ``backend`` removed from a server."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for side in (backend.cache, backend.source):
+        line = getattr(side, "swept", None)
+        if line and reporter is not None:
+            reporter.write_line(line)
 
 
 @pytest.fixture

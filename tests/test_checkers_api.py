@@ -13,11 +13,13 @@ from pytest_cachecheck.hooks import hookimpl
 from pytest_cachecheck.verdict import Finding, Verdict
 
 BUILTIN_PROPERTIES = [
+    "confinement",
     "divergence",
     "errors",
     "lost-write",
     "monotonic-reads",
     "phantom-read",
+    "process-hazards",
     "read-your-writes",
     "reordering",
     "stale-read",
@@ -54,15 +56,18 @@ def test_builtins_cover_every_property_sorted_by_name():
         checkers.divergence,
         checkers.durability,
         checkers.errors,
+        checkers.confinement,
     )
     verdicts = check(_eventful(), Contract.strict())
     assert [v.property for v in verdicts] == BUILTIN_PROPERTIES
     assert {v.property: v.status for v in verdicts} == {
+        "confinement": "ok",
         "divergence": "violated",
         "errors": "violated",
         "lost-write": "ok",
         "monotonic-reads": "ok",
         "phantom-read": "violated",
+        "process-hazards": "ok",
         "read-your-writes": "violated",
         "reordering": "ok",
         "stale-read": "violated",

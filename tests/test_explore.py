@@ -58,11 +58,13 @@ def test_the_lease_variant_passes(leased_cache_aside, servers):
     assert report.passed
     assert report.examples >= 300
     assert report.properties == {
+        "confinement": "ok",
         "divergence": "ok",
         "errors": "ok",
         "lost-write": "ok",
         "monotonic-reads": "ok",
         "phantom-read": "ok",
+        "process-hazards": "ok",
         "read-your-writes": "ok",
         "reordering": "ok",
         "stale-read": "ok",

@@ -9,6 +9,7 @@ the generated file is always named ``test_layer.py``: the seeds pinned here depe
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -166,8 +167,8 @@ def test_summary_lists_target_verdict_and_figures(layers: pytest.Pytester) -> No
         [
             "*= cachecheck =*",
             "leased: PASSED (contract: strict (no stale read, converges at quiescence); *)",
-            "  verdicts: divergence ok, errors ok, lost-write ok, monotonic-reads ok, phantom-read ok,"
-            " read-your-writes ok, reordering ok, stale-read ok",
+            "  verdicts: confinement ok, divergence ok, errors ok, lost-write ok, monotonic-reads ok, phantom-read ok,"
+            " process-hazards ok, read-your-writes ok, reordering ok, stale-read ok",
             "  largest stale-read window: 0 s; longest divergence: 0 s",
             "  explored: 10 examples, * scheduling steps, * operations in *s (test seed *)",
             "  reads: *, hit rate *%, source queries per read *",
@@ -195,7 +196,7 @@ def test_racy_layer_fails_with_the_cache_aside_story(layers: pytest.Pytester) ->
             "state.do(step=Write(client=*, key='u*'))",
             "*= cachecheck =*",
             "racy: FAILED *",
-            "  verdicts: divergence violated, *",
+            "  verdicts: confinement ok, divergence violated, *",
         ]
     )
     # The story is the whole failure: no traceback into the harness.
@@ -207,7 +208,7 @@ def test_racy_layer_fails_with_the_cache_aside_story(layers: pytest.Pytester) ->
 def test_lease_layer_passes_with_the_same_options(layers: pytest.Pytester) -> None:
     result = layers.runpytest(*RACE_OPTIONS, "-k", "leased")
     result.assert_outcomes(passed=1, deselected=1)
-    result.stdout.fnmatch_lines(["leased: PASSED *", "  verdicts: divergence ok, *, stale-read ok"])
+    result.stdout.fnmatch_lines(["leased: PASSED *", "  verdicts: confinement ok, divergence ok, *, stale-read ok"])
     assert "violated" not in summary(result)
 
 
@@ -377,3 +378,64 @@ def test_steps_option_bounds_the_operations_per_example(layers: pytest.Pytester)
     # Each decision starts at most one operation.
     assert examples == 10 and short_operations <= 2 * examples
     assert long_operations > short_operations and long_points > short_points
+
+
+# --- a server that fails under the run ------------------------------------------------------------
+
+KILLS_ITS_REDIS = """
+import os
+import signal
+
+import pytest
+
+from pytest_cachecheck.strategies.catalogue import seed_interface
+from pytest_cachecheck.strategies.leases import LeasedCacheAside
+
+READS = [0]
+
+
+class KillsItsRedis(LeasedCacheAside):
+    # The lease layer (correct), whose 30th read first kills the Redis server under it (kill -9).
+    def get_user(self, user_id):
+        READS[0] += 1
+        if READS[0] == 30:
+            os.kill(int(os.environ["CACHECHECK_TEST_REDIS_PID"]), signal.SIGKILL)
+        return super().get_user(user_id)
+
+
+@pytest.mark.cachecheck
+def test_killed(cachecheck_explore):
+    cachecheck_explore(seed_interface("killed", KillsItsRedis))
+"""
+
+
+def test_a_redis_killed_mid_run_is_one_error_line_and_a_failed_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, cachecheck_private_redis: Any
+) -> None:
+    server = cachecheck_private_redis
+    pytester.makepyfile(test_killed=KILLS_ITS_REDIS)
+    monkeypatch.setenv("CACHECHECK_TEST_REDIS_PID", str(server._process.pid))
+    monkeypatch.delenv("CACHECHECK_DB", raising=False)  # the embedded SQLite source: Redis is the fault
+    result = pytester.runpytest_subprocess(
+        "--cachecheck", f"--cachecheck-redis={server.url}", "--cachecheck-seed=1", "--cachecheck-examples=1000"
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(failed=1)
+    errors = [line for line in result.outlines if line.startswith("cachecheck: environment error")]
+    assert len(errors) == 1, result.stdout.str()
+    assert re.fullmatch(
+        rf"cachecheck: environment error in test_killed\.py::test_killed \(example \d+\): "
+        rf"Redis at 127\.0\.0\.1:{server.port} went away \(.*\); check that the server is running",
+        errors[0],
+    ), errors[0]
+    # The failure is that line and nothing else: no traceback, nothing of Hypothesis's.
+    text = result.stdout.str()
+    section = text[text.index("_ test_killed _") : text.index("short test summary info")]
+    body = [line for line in section.splitlines()[1:] if line.strip() and not line.startswith("=")]
+    assert body == errors, section
+    failures = text[text.index("= FAILURES =") :]
+    for noise in ("Traceback", "hypothesis", "Flaky", "ConnectionError"):
+        assert noise not in failures, failures
+    # Within 10 s of the session's start, cleanup of the dead server included.
+    took = float(re.search(r"1 failed in ([\d.]+)s", text).group(1))
+    assert took < 10, text

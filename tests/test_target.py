@@ -77,7 +77,7 @@ def test_a_build_that_raises_names_the_target_and_the_fix():
 
 def test_the_public_surface_is_small_and_deliberate():
     assert sorted(pytest_cachecheck.__all__) == [
-        "Budget", "CachecheckFailure", "Call", "Complete", "Contract", "Finding", "History",
+        "Budget", "CachecheckFailure", "Call", "Complete", "Contract", "EnvironmentFailure", "Finding", "History",
         "Invoke", "Operation", "Probe", "Report", "RunConfig", "Servers", "Source", "Target", "TargetError",
         "Verdict", "check", "explore", "hookimpl",
     ]

@@ -10,6 +10,7 @@ its definition written down:
 * :mod:`.divergence` — ``divergence`` (``unknown`` when the run never reached quiescence)
 * :mod:`.durability` — ``lost-write`` and ``reordering``
 * :mod:`.errors` — ``errors``
+* :mod:`.confinement` — ``confinement`` and ``process-hazards``
 
 Because checkers only read the history, a saved history re-checked later gives the same
 verdicts.
@@ -26,11 +27,13 @@ verdicts.
 ... ])
 >>> for verdict in check(history, Contract.strict()):
 ...     print(verdict.property, verdict.status)
+confinement ok
 divergence unknown
 errors ok
 lost-write unknown
 monotonic-reads ok
 phantom-read ok
+process-hazards ok
 read-your-writes ok
 reordering unknown
 stale-read violated
@@ -52,11 +55,11 @@ from .. import hooks
 from ..contract import Contract
 from ..history import History
 from ..verdict import Verdict
-from . import divergence, durability, errors, session, staleness
+from . import confinement, divergence, durability, errors, session, staleness
 
 __all__ = ["BUILTIN_CHECKERS", "check", "checker_manager"]
 
-BUILTIN_CHECKERS = (staleness, session, divergence, durability, errors)
+BUILTIN_CHECKERS = (staleness, session, divergence, durability, errors, confinement)
 """The checker modules every run is judged by."""
 
 

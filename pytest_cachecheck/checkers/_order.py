@@ -16,11 +16,14 @@ run), which is what lets "got the initial value after a newer write was acknowle
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from bisect import bisect_right
+from itertools import accumulate
+from operator import add
+from typing import Callable, Iterable
 
-from ..history import Operation
+from ..history import Call, Operation
 
-__all__ = ["mentions", "producers", "seen_by", "supersedes", "writes_of"]
+__all__ = ["mentioning", "mentions", "producers", "seen_by", "supersedes", "writes_of"]
 
 
 def writes_of(operations: Iterable[Operation], key: str) -> list[Operation]:
@@ -68,3 +71,79 @@ def mentions(text: str, token: str) -> bool:
     False
     """
     return re.search(rf"(?<![\w.]){re.escape(token)}(?![\w.])", text) is not None
+
+
+_RUN = re.compile(r"[\w.]+")
+_WORD = re.compile(r"[\w.]")
+_LONGEST_ANCHOR = 64
+"""Longer runs are not put in the trie, which nests a group per character where words branch."""
+
+
+def mentioning(
+    calls: Iterable[Call], tokens: Iterable[str], text: Callable[[Call], str]
+) -> dict[str, list[Call]]:
+    """For each of ``tokens``, the calls whose ``text(call)`` :func:`mentions` it, in order.
+
+    Where a token is mentioned, each of its runs of word characters and dots is a whole run of
+    the text (inside the token a run is bounded by the token's other characters, at its ends by
+    the lookarounds of :func:`mentions`).  So one regular expression, a trie of every token's
+    longest run, scans all the texts at once (joined by newlines, which bound runs as a text's
+    ends do), whatever the number of tokens; only the texts holding a token's run are matched
+    against the token in full.  A token without such a run, or whose longest run is longer
+    than ``_LONGEST_ANCHOR``, is matched against every text.
+
+    >>> calls = [Call(1, 0.0, 1, "c1", 1, "redis", "SET k u1.v10", ""),
+    ...          Call(2, 0.0, 1, "c1", 1, "redis", "SET k u1.v1", "")]
+    >>> [call.step for call in mentioning(calls, ["u1.v1"], lambda call: call.command)["u1.v1"]]
+    [2]
+    """
+    found: dict[str, list[Call]] = {token: [] for token in tokens}
+    anchored: dict[str, list[str]] = {}
+    loose: list[str] = []
+    for token in found:
+        run = max(_RUN.findall(token), key=len, default="")
+        if 0 < len(run) <= _LONGEST_ANCHOR:
+            anchored.setdefault(run, []).append(token)
+        else:
+            loose.append(token)
+    calls = list(calls) if found else []
+    bodies = list(map(text, calls))
+    if anchored:
+        joined = "\n".join(bodies)
+        # Where each body starts in ``joined``: the lengths before it, plus one newline each.
+        starts = list(map(add, accumulate(map(len, bodies), initial=0), range(len(bodies))))
+        for match in re.finditer(f"(?:{_trie(anchored)})(?![\\w.])", joined):
+            begin = match.start()
+            if begin and _WORD.match(joined, begin - 1):
+                continue  # the end of a longer run, not a run
+            i = bisect_right(starts, begin) - 1
+            run = match.group()
+            for token in anchored[run]:
+                mentioned = found[token]
+                if (not mentioned or mentioned[-1] is not calls[i]) and (
+                    token == run or mentions(bodies[i], token)
+                ):
+                    mentioned.append(calls[i])
+    for token in loose:
+        found[token] = [call for call, body in zip(calls, bodies) if token in body and mentions(body, token)]
+    return found
+
+
+def _trie(words: Iterable[str]) -> str:
+    """A regular expression matching exactly ``words``, factored as a trie so that matching
+    costs the length of a word, not the number of words."""
+    root: dict = {}
+    for word in words:
+        node = root
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def alternatives(node: dict) -> str:
+        branches = [re.escape(char) + alternatives(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return alternatives(root)

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from ..history import SETUP_CLIENT, Operation
 
-__all__ = ["clip", "got", "show", "what", "who", "write_of"]
+__all__ = ["clip", "got", "got_value", "show", "what", "who", "write_of"]
 
 
 def who(client: int) -> str:
@@ -25,7 +25,12 @@ def show(value: str | None) -> str:
 
 def got(value: str | None, writers: Sequence[Operation]) -> str:
     """What a read got: ``u1.v3``, ``the initial value u1.v0`` or ``nothing``."""
-    if value is not None and writers and all(w.client == SETUP_CLIENT for w in writers):
+    return got_value(value, initial=bool(writers) and all(w.client == SETUP_CLIENT for w in writers))
+
+
+def got_value(value: str | None, *, initial: bool) -> str:
+    """:func:`got`, told whether every write the read may have seen was the setup client's."""
+    if value is not None and initial:
         return f"the initial value {value}"
     return show(value)
 

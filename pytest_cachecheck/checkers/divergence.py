@@ -37,12 +37,16 @@ the calls do not support would mislead more than a plain one.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from operator import attrgetter
+from typing import NamedTuple
 
 from ..contract import Contract
-from ..history import SETUP_CLIENT, Call, History, Operation, Probe
+from ..history import SETUP_CLIENT, Call, History, Probe
 from ..hooks import hookimpl
 from ..verdict import Finding, Verdict
-from ._order import mentions, producers, writes_of
+from ._index import Op, in_bulk, index
+from ._order import mentioning
 from ._words import clip, show, who, write_of
 
 __all__ = ["cachecheck_check", "divergence"]
@@ -53,6 +57,7 @@ def cachecheck_check(history: History, contract: Contract) -> Verdict:
     return divergence(history, contract)
 
 
+@in_bulk
 def divergence(history: History, contract: Contract) -> Verdict:
     """The ``divergence`` verdict, ``unknown`` when the run never reached quiescence."""
     probes = history.probes
@@ -61,14 +66,18 @@ def divergence(history: History, contract: Contract) -> Verdict:
     by_key: dict[str, list[Probe]] = {}
     for probe in probes:
         by_key.setdefault(probe.key, []).append(probe)
-    findings = []
+    diverged = []
     for key, key_probes in by_key.items():
         first, later = key_probes[0], key_probes[1:]
         if first.observed == first.source:
             continue
         healed = next((p for p in later if p.observed == p.source), None)
         persists = math.inf if healed is None else healed.time - first.time
-        findings.append(_finding(history, first, persists, contract))
+        diverged.append((first, persists))
+    clues = _clues(history, [probe for probe, _ in diverged])
+    findings = [
+        _finding(probe, persists, contract, clue) for (probe, persists), clue in zip(diverged, clues)
+    ]
     figures = {
         "probed_keys": len(by_key),
         "diverged_keys": len(findings),
@@ -77,15 +86,22 @@ def divergence(history: History, contract: Contract) -> Verdict:
     return Verdict.of("divergence", findings, figures)
 
 
-def _finding(history: History, probe: Probe, persists: float, contract: Contract) -> Finding:
-    stale, fresh = probe.observed, probe.source
-    sources = producers(writes_of(history.operations(), probe.key), fresh)
-    newest = max(sources, key=lambda w: w.invoke_step) if sources else None
-    fill = _fill(history, probe)
-    source_read = _source_read(history, fill, stale) if fill is not None else None
+class _Clue(NamedTuple):
+    """What the history says about one diverged key (see the module's docstring)."""
 
-    if _is_the_race(newest, fill, source_read):
-        message, steps = _story(history, newest, fill, source_read, stale)
+    newest: Op | None
+    """The newest write of the source's value."""
+    fill: Call | None
+    source_read: Call | None
+    race: list[Call] | None
+    """When the calls tell the race, the newest write's calls; otherwise ``None``."""
+
+
+def _finding(probe: Probe, persists: float, contract: Contract, clue: _Clue) -> Finding:
+    stale, fresh = probe.observed, probe.source
+    newest, fill, source_read = clue.newest, clue.fill, clue.source_read
+    if clue.race is not None:
+        message, steps = _story(clue.race, newest, fill, source_read, stale)
     else:
         message, steps = _plain(probe, newest, fill)
     if math.isinf(persists):
@@ -103,32 +119,46 @@ def _finding(history: History, probe: Probe, persists: float, contract: Contract
     )
 
 
-def _fill(history: History, probe: Probe) -> Call | None:
-    """The last Redis command before ``probe`` that carries the value the probe observed."""
-    if probe.observed is None:
-        return None  # An absent value leaves no token to look for.
-    fills = [
-        call
-        for call in history.calls
-        if call.system == "redis" and call.step < probe.step and mentions(call.command, probe.observed)
+def _clues(history: History, probes: list[Probe]) -> list[_Clue]:
+    """The clues of every diverged probe, found in a few passes over the calls in all:
+
+    * the *fill*, the last Redis command before the probe that carries the value it observed;
+    * the *source read*, the last SQL statement of the fill's client, before the fill, that
+      returned that value;
+    * the calls of the newest write, when those two tell the race.
+    """
+    values = {probe.observed for probe in probes if probe.observed is not None}
+    calls = history.calls if values else []
+    carrying = mentioning([call for call in calls if call.system == "redis"], values, attrgetter("command"))
+    returning = mentioning([call for call in calls if call.system == "sql"], values, attrgetter("result"))
+    step = attrgetter("step")
+    idx = index(history)
+    found = []
+    for probe in probes:
+        sources = idx.writes(probe.key).producers(probe.source)
+        newest = max(sources, key=lambda w: w.invoke_step) if sources else None
+        fill = source_read = None
+        if probe.observed is not None:  # An absent value leaves no token to look for.
+            fills = carrying[probe.observed]
+            before = bisect_left(fills, probe.step, key=step)
+            fill = fills[before - 1] if before else None
+        if fill is not None:
+            reads = returning[probe.observed]
+            earlier = reads[: bisect_left(reads, fill.step, key=step)]
+            source_read = next((call for call in reversed(earlier) if call.client == fill.client), None)
+        found.append([newest, fill, source_read, _is_the_race(newest, fill, source_read)])
+    racing = {newest.op for newest, _, _, race in found if race}
+    calls_of: dict[int, list[Call]] = {op: [] for op in racing}
+    for call in history.calls if racing else []:
+        if call.op in racing:
+            calls_of[call.op].append(call)
+    return [
+        _Clue(newest, fill, source_read, calls_of[newest.op] if race else None)
+        for newest, fill, source_read, race in found
     ]
-    return fills[-1] if fills else None
 
 
-def _source_read(history: History, fill: Call, value: str) -> Call | None:
-    """The last SQL statement of the fill's client, before the fill, that returned ``value``."""
-    reads = [
-        call
-        for call in history.calls
-        if call.system == "sql"
-        and call.client == fill.client
-        and call.step < fill.step
-        and mentions(call.result, value)
-    ]
-    return reads[-1] if reads else None
-
-
-def _is_the_race(newest: Operation | None, fill: Call | None, source_read: Call | None) -> bool:
+def _is_the_race(newest: Op | None, fill: Call | None, source_read: Call | None) -> bool:
     """Whether the calls found tell the race: the fill's value was read from the source before
     a client's write of the source's value was acknowledged."""
     return (
@@ -140,11 +170,10 @@ def _is_the_race(newest: Operation | None, fill: Call | None, source_read: Call 
     )
 
 
-def _story(
-    history: History, newest: Operation, fill: Call, source_read: Call, stale: str
-) -> tuple[str, list[int]]:
-    """The race as it happened: read the source, lose to a write, fill the cache late."""
-    calls = history.calls_of(newest.op)
+def _story(calls: list[Call], newest: Op, fill: Call, source_read: Call, stale: str) -> tuple[str, list[int]]:
+    """The race as it happened: read the source, lose to a write, fill the cache late.
+
+    ``calls`` are the newest write's calls."""
     updates = [call for call in calls if call.system == "sql"]
     cache = [call for call in calls if call.system == "redis"]
     writer = who(newest.client)
@@ -178,7 +207,7 @@ _MAX_COMMANDS = 3
 """How many of the new write's Redis commands the story lists."""
 
 
-def _plain(probe: Probe, newest: Operation | None, fill: Call | None) -> tuple[str, list[int]]:
+def _plain(probe: Probe, newest: Op | None, fill: Call | None) -> tuple[str, list[int]]:
     """What the probe shows, when the history lacks the calls to tell how it came about."""
     message = (
         f"a fresh read of {probe.key} at quiescence returns {show(probe.observed)} "
@@ -196,7 +225,7 @@ def _plain(probe: Probe, newest: Operation | None, fill: Call | None) -> tuple[s
     return message + ".", steps
 
 
-def _origin(newest: Operation | None) -> str:
+def _origin(newest: Op | None) -> str:
     """`` (client 2's write, acknowledged at step 9)``, or nothing when unattributable."""
     if newest is None:
         return ""

@@ -20,11 +20,15 @@ acknowledgement to the end of the run).
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from operator import attrgetter
+
 from ..contract import Contract
-from ..history import Call, History, Operation
+from ..history import Call, History
 from ..hooks import hookimpl
 from ..verdict import Finding, Verdict
-from ._order import mentions, producers, supersedes, writes_of
+from ._index import Op, in_bulk, index
+from ._order import mentioning
 from ._words import show, who, write_of
 
 __all__ = ["cachecheck_check", "lost_writes"]
@@ -37,34 +41,48 @@ def cachecheck_check(history: History, contract: Contract) -> list[Verdict] | No
     return lost_writes(history, contract)
 
 
+@in_bulk
 def lost_writes(history: History, contract: Contract) -> list[Verdict]:
-    operations = history.operations()
+    """The ``lost-write`` and ``reordering`` verdicts.
+
+    How it is computed: a write ``w`` is superseded by every write the source may end on exactly
+    when it was invoked after the last of them completed, so one pass over each probed key's
+    writes finds the suspects; one pass over the SQL statements then tells which reached the
+    source.
+    """
+    idx = index(history)
     final: dict[str, str | None] = {}
     for probe in history.probes:
         final.setdefault(probe.key, probe.source)
-    sql = [call for call in history.calls if call.system == "sql"]
-    faults = [call for call in history.calls if call.system == "fault"]
+    calls = history.calls
+    faults = [call for call in calls if call.system == "fault"]
+    suspects: list[tuple[str, str | None, Op, Op]] = []
+    for key, value in final.items():
+        writes = idx.writes(key)
+        ending = writes.producers(value)
+        if not ending:
+            continue
+        last_end = writes.latest_completion(value)
+        for write in writes.writes:
+            if write.status != "ok" or write.written is None or write.written == value:
+                continue  # not required, or the source ends on it
+            if write.invoke_step > last_end:  # every write the source may end on is older
+                suspects.append((key, value, write, ending[0]))
+    sql = [call for call in calls if call.system == "sql"] if suspects else []
+    reaching = mentioning(sql, {write.written for _, _, write, _ in suspects}, attrgetter("command"))
     lost: list[Finding] = []
     reordered: list[Finding] = []
-    for key, value in final.items():
-        writes = writes_of(operations, key)
-        ending = producers(writes, value)
-        for write in writes:
-            if write.status != "ok" or write.written is None or not ending:
-                continue
-            if any(end is write or not supersedes(write, end) for end in ending):
-                continue  # the source ends on this write, or on one not older than it
-            older = ending[0]
-            reached = any(mentions(call.command, write.written) for call in sql)
-            finding = Finding(
-                property="reordering" if reached else "lost-write",
-                message=_story(write, older, value, reached, faults),
-                key=key,
-                steps=(write.complete_step or write.invoke_step,),
-                figures={"acknowledged_at": write.complete_time or 0.0},
-                violates=contract.durable,
-            )
-            (reordered if reached else lost).append(finding)
+    for key, value, write, older in suspects:
+        reached = bool(reaching[write.written])
+        finding = Finding(
+            property="reordering" if reached else "lost-write",
+            message=_story(write, older, value, reached, faults),
+            key=key,
+            steps=(write.complete_step or write.invoke_step,),
+            figures={"acknowledged_at": write.complete_time or 0.0},
+            violates=contract.durable,
+        )
+        (reordered if reached else lost).append(finding)
     end = history.events[-1].time if history.events else 0.0
     window = max((end - f.figures["acknowledged_at"] for f in lost), default=0.0)
     return [
@@ -73,13 +91,13 @@ def lost_writes(history: History, contract: Contract) -> list[Verdict]:
     ]
 
 
-def _story(write: Operation, older: Operation, value: str | None, reached: bool, faults: list[Call]) -> str:
+def _story(write: Op, older: Op, value: str | None, reached: bool, faults: list[Call]) -> str:
     what = f"{write_of(write)} was acknowledged at step {write.complete_step}"
     holds = f"the source ends on {show(value)} ({write_of(older)}, acknowledged at step {older.complete_step})"
     if reached:
         return f"{what} and reached the source, but was overwritten by an older value: {holds}."
-    after = [call for call in faults if call.step > (write.complete_step or 0)]
-    cause = f" ({_fault(after[0])} at step {after[0].step}, before a flush)" if after else ""
+    after = bisect_right(faults, write.complete_step or 0, key=lambda call: call.step)
+    cause = f" ({_fault(faults[after])} at step {faults[after].step}, before a flush)" if after < len(faults) else ""
     return f"{what} but never reached the source{cause}: {holds}."
 
 

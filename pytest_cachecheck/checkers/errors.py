@@ -18,6 +18,7 @@ from ..contract import Contract
 from ..history import INJECTED, History
 from ..hooks import hookimpl
 from ..verdict import Finding, Verdict
+from ._index import in_bulk, index
 from ._words import who
 
 __all__ = ["cachecheck_check", "errors"]
@@ -28,9 +29,10 @@ def cachecheck_check(history: History, contract: Contract) -> Verdict:
     return errors(history)
 
 
+@in_bulk
 def errors(history: History) -> Verdict:
     """The ``errors`` verdict: one violating finding per operation that raised."""
-    operations = history.operations()
+    operations = index(history).operations
     injected = {call.op for call in history.calls if INJECTED in call.result}
     findings = [
         Finding(

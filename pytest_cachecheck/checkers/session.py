@@ -22,12 +22,14 @@ reported with ``violates=False`` and the verdict stays ok.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
 from ..contract import Contract
-from ..history import History, Operation
+from ..history import History
 from ..hooks import hookimpl
 from ..verdict import Finding, Verdict
-from ._order import seen_by, supersedes, writes_of
-from ._words import got, what, who
+from ._index import INF, Op, Seen, in_bulk, index
+from ._words import got_value, what, who
 
 __all__ = ["cachecheck_check", "monotonic_reads", "read_your_writes"]
 
@@ -37,75 +39,166 @@ def cachecheck_check(history: History, contract: Contract) -> list[Verdict]:
     return [read_your_writes(history, contract), monotonic_reads(history, contract)]
 
 
+@in_bulk
 def read_your_writes(history: History, contract: Contract) -> Verdict:
-    """The ``read-your-writes`` verdict."""
-    operations = history.operations()
-    reads = _ok_reads(operations)
+    """The ``read-your-writes`` verdict.
+
+    How it is computed: every candidate the read may have seen is superseded by one of the
+    client's own earlier writes exactly when the latest-invoked of those own writes was invoked
+    after the last candidate completed; the write named is the own write acknowledged last among
+    those invoked after the first candidate completed.  A binary search per read on the
+    client's writes of the key (see :meth:`._index.KeyWrites.own`).
+    """
+    idx = index(history)
+    missed: list[tuple[int, Op]] = []  # (position in idx.reads, the own write missed)
+    for key, positions in idx.reads_of.items():
+        writes = idx.writes(key)
+        for position in positions:
+            seen = idx.seen[position]
+            if seen is None or seen.latest_completion == INF:
+                continue
+            read = idx.reads[position]
+            completions, max_invoke, own = writes.own(read.client)
+            before = bisect_left(completions, read.invoke_step)  # own[:before] precede the read
+            if before == 0 or max_invoke[before - 1] <= seen.latest_completion:
+                continue
+            # Name the client's most recent write that the read missed.  The own writes passed
+            # over overlap the one named, so there are as few as the client's concurrency.
+            last = before - 1
+            while own[last].invoke_step <= seen.earliest_completion:
+                last -= 1
+            missed.append((position, own[last]))
+    missed.sort(key=lambda item: item[0])
     findings = []
-    for read in reads:
-        writes = writes_of(operations, read.key)
-        candidates = seen_by(read, writes)
-        own = [w for w in writes if w.client == read.client and w.acknowledged and w.precedes(read)]
-        if not candidates or not all(any(supersedes(w, seen) for w in own) for seen in candidates):
-            continue
-        # Name the client's most recent write that the read missed.
-        missed = [w for w in own if any(supersedes(w, seen) for seen in candidates)]
-        mine = max(missed, key=lambda w: w.complete_step)
+    for position, mine in missed:
+        read, seen = idx.reads[position], idx.seen[position]
         findings.append(
             Finding(
                 property="read-your-writes",
                 message=(
                     f"{who(read.client)} read {read.key} at step {read.invoke_step} and got "
-                    f"{got(read.observed, candidates)}, although its own {what(mine)} had been "
-                    f"acknowledged at step {mine.complete_step}."
+                    f"{got_value(read.observed, initial=seen.initial)}, although its own "
+                    f"{what(mine)} had been acknowledged at step {mine.complete_step}."
                 ),
                 key=read.key,
                 steps=(mine.complete_step, read.invoke_step, read.complete_step),
                 violates=contract.session_guarantees,
             )
         )
-    return Verdict.of("read-your-writes", findings, {"reads": len(reads), "own_writes_missed": len(findings)})
+    return Verdict.of("read-your-writes", findings, {"reads": len(idx.reads), "own_writes_missed": len(findings)})
 
 
+@in_bulk
 def monotonic_reads(history: History, contract: Contract) -> Verdict:
-    """The ``monotonic-reads`` verdict: one finding per read that went back in time."""
-    operations = history.operations()
-    reads = _ok_reads(operations)
-    findings = []
-    for later in reads:
-        writes = writes_of(operations, later.key)
-        seen_later = seen_by(later, writes)
-        earlier_reads = [
-            r for r in reads if r.client == later.client and r.key == later.key and r.precedes(later)
-        ]
-        # The most recent earlier read that proves the client went back in time, if any.
-        for earlier in reversed(earlier_reads):
-            seen_earlier = seen_by(earlier, writes)
-            if seen_later and seen_earlier and all(
-                supersedes(newer, older) for newer in seen_earlier for older in seen_later
-            ):
-                findings.append(_backwards(earlier, later, seen_earlier, seen_later, contract))
-                break
-    return Verdict.of("monotonic-reads", findings, {"reads": len(reads), "backward_reads": len(findings)})
+    """The ``monotonic-reads`` verdict: one finding per read that went back in time.
+
+    How it is computed: every write an earlier read may have seen supersedes every write a later
+    one may have seen exactly when the earlier read's first candidate was invoked after the
+    later read's last candidate completed.  Per client and key, :func:`_went_back` finds for
+    each read the latest-invoked earlier read for which that holds.
+    """
+    idx = index(history)
+    back: list[tuple[int, int]] = []  # (later, earlier), positions in idx.reads
+    for positions in idx.reads_of.values():
+        by_client: dict[int, list[int]] = {}
+        for position in positions:
+            by_client.setdefault(idx.reads[position].client, []).append(position)
+        for group in by_client.values():
+            if len(group) > 1:
+                reads = [idx.reads[position] for position in group]
+                seen = [idx.seen[position] for position in group]
+                back.extend((group[later], group[earlier]) for later, earlier in _went_back(reads, seen))
+    back.sort()
+    findings = [
+        _backwards(idx.reads[earlier], idx.reads[later], idx.seen[earlier], idx.seen[later], contract)
+        for later, earlier in back
+    ]
+    return Verdict.of("monotonic-reads", findings, {"reads": len(idx.reads), "backward_reads": len(findings)})
 
 
-def _ok_reads(operations: list[Operation]) -> list[Operation]:
-    return [op for op in operations if op.kind == "read" and op.status == "ok"]
+def _went_back(reads: list[Op], seen: list[Seen | None]) -> list[tuple[int, int]]:
+    """For one client's reads of one key (invocation order): ``(later, earlier)`` for every read
+    that went back in time, with the latest-invoked earlier read that proves it.
+
+    The earlier read must have completed before the later one began, and its first candidate
+    been invoked after the later read's last candidate completed.  O(g log g) for g reads.
+    """
+    if all(reads[i].complete_step < reads[i + 1].invoke_step for i in range(len(reads) - 1)):
+        return _went_back_in_turn(seen)
+    return _went_back_overlapping(reads, seen)
+
+
+def _went_back_in_turn(seen: list[Seen | None]) -> list[tuple[int, int]]:
+    """:func:`_went_back` for reads that ran one after another, so that every earlier read
+    qualifies by time: a stack of the earlier reads not outdone by a later one (first
+    candidates invoked ever earlier towards the top), searched by bisection."""
+    outdone: list[float] = []  # minus the first candidate's invoke step, ascending
+    positions: list[int] = []
+    found = []
+    for later, candidates in enumerate(seen):
+        if candidates is None:
+            continue
+        # The stack's entries whose first candidate was invoked after the later read's last
+        # candidate completed are its bottom ones; the topmost of them is the latest invoked.
+        above = bisect_left(outdone, -candidates.latest_completion)
+        if above:
+            found.append((later, positions[above - 1]))
+        while outdone and -outdone[-1] <= candidates.first_invoke:
+            outdone.pop()
+            positions.pop()
+        outdone.append(-candidates.first_invoke)
+        positions.append(later)
+    return found
+
+
+def _went_back_overlapping(reads: list[Op], seen: list[Seen | None]) -> list[tuple[int, int]]:
+    """:func:`_went_back` when some of the reads overlap (one client running two at once).
+
+    A sweep in invocation order.  An earlier read becomes eligible once it completed before the
+    current one began; a max segment tree over invocation positions holds each eligible read's
+    first candidate's invoke step, so the rightmost position above a threshold is one descent.
+    """
+    size = 1
+    while size < len(reads):
+        size *= 2
+    tree = [-INF] * (2 * size)
+    by_completion = sorted(range(len(reads)), key=lambda i: reads[i].complete_step)
+    eligible = 0
+    found = []
+    for later, read in enumerate(reads):
+        while eligible < len(reads) and reads[by_completion[eligible]].complete_step < read.invoke_step:
+            earlier = by_completion[eligible]
+            eligible += 1
+            if seen[earlier] is None:
+                continue
+            node = earlier + size
+            tree[node] = seen[earlier].first_invoke
+            while node > 1:
+                node //= 2
+                tree[node] = max(tree[2 * node], tree[2 * node + 1])
+        if seen[later] is None or tree[1] <= seen[later].latest_completion:
+            continue
+        node, threshold = 1, seen[later].latest_completion
+        while node < size:
+            node = 2 * node + 1 if tree[2 * node + 1] > threshold else 2 * node
+        found.append((later, node - size))
+    return found
 
 
 def _backwards(
-    earlier: Operation,
-    later: Operation,
-    seen_earlier: list[Operation],
-    seen_later: list[Operation],
+    earlier: Op,
+    later: Op,
+    seen_earlier: Seen,
+    seen_later: Seen,
     contract: Contract,
 ) -> Finding:
     return Finding(
         property="monotonic-reads",
         message=(
             f"{who(later.client)} read {later.key} at step {earlier.invoke_step} and got "
-            f"{got(earlier.observed, seen_earlier)}, then read it again at step "
-            f"{later.invoke_step} and went back to {got(later.observed, seen_later)}."
+            f"{got_value(earlier.observed, initial=seen_earlier.initial)}, then read it again at "
+            f"step {later.invoke_step} and went back to "
+            f"{got_value(later.observed, initial=seen_later.initial)}."
         ),
         key=later.key,
         steps=(earlier.invoke_step, earlier.complete_step, later.invoke_step, later.complete_step),

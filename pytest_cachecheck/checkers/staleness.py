@@ -28,12 +28,14 @@ always violates the contract.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 from ..contract import Contract
-from ..history import SETUP_CLIENT, History, Operation
+from ..history import History
 from ..hooks import hookimpl
 from ..verdict import Finding, Verdict
-from ._order import producers, seen_by, supersedes, writes_of
-from ._words import got, who, write_of
+from ._index import Op, Seen, in_bulk, index
+from ._words import got_value, who, write_of
 
 __all__ = ["cachecheck_check", "phantom_reads", "stale_reads"]
 
@@ -43,33 +45,58 @@ def cachecheck_check(history: History, contract: Contract) -> list[Verdict]:
     return [stale_reads(history, contract), phantom_reads(history)]
 
 
+@in_bulk
 def stale_reads(history: History, contract: Contract) -> Verdict:
-    """The ``stale-read`` verdict: every stale read, judged against ``contract``."""
-    operations = history.operations()
-    reads = _ok_reads(operations)
-    findings = []
-    for read in reads:
-        finding = _stale_finding(read, writes_of(operations, read.key), contract)
-        if finding is not None:
-            findings.append(finding)
+    """The ``stale-read`` verdict: every stale read, judged against ``contract``.
+
+    How it is computed: the newer writes of a candidate ``w`` are the acknowledged writes invoked
+    after ``w`` completed, so the later ``w`` completed, the fewer they are (a subset).  The
+    candidate completed last thus gives both the smallest age and the smallest lag, and the read
+    is stale exactly when even it has a newer write.  A binary search per read, and one batch of
+    counts per key for the lags (see :class:`._index.KeyWrites`): O(n log n) in all.
+    """
+    idx = index(history)
+    stale: list[tuple[int, Op, int]] = []  # (position in idx.reads, first newer write, lag)
+    for key, positions in idx.reads_of.items():
+        writes = idx.writes(key)
+        invokes, first_from = writes.newer()
+        found: list[tuple[int, Op]] = []
+        queries: list[tuple[float, int]] = []
+        for position in positions:
+            seen = idx.seen[position]
+            if seen is None:
+                continue  # Not attributable (a phantom read is judged by phantom-read).
+            read = idx.reads[position]
+            first = first_from[bisect_right(invokes, seen.latest_completion)]
+            if first is not None and first.complete_step < read.invoke_step:
+                found.append((position, first))
+                queries.append((seen.latest_completion, read.invoke_step))
+        if found:
+            lags = writes.count_newer(queries)
+            stale.extend((position, first, lag) for (position, first), lag in zip(found, lags))
+    stale.sort(key=lambda item: item[0])
+    findings = [
+        _stale_finding(idx.reads[position], idx.seen[position], first, lag, contract)
+        for position, first, lag in stale
+    ]
     figures = {
-        "reads": len(reads),
+        "reads": len(idx.reads),
         "stale_reads": len(findings),
         "stale_window": max((f.figures["age"] for f in findings), default=0.0),
     }
     return Verdict.of("stale-read", findings, figures)
 
 
+@in_bulk
 def phantom_reads(history: History) -> Verdict:
     """The ``phantom-read`` verdict: reads of values that no write of their key stored."""
-    operations = history.operations()
-    reads = _ok_reads(operations)
+    idx = index(history)
     findings = []
-    for read in reads:
-        writes = writes_of(operations, read.key)
-        if producers(writes, read.observed):
+    for read in idx.reads:
+        writes = idx.writes(read.key)
+        if read.observed in writes.by_value:
             continue
-        if read.observed is None and not any(w.client == SETUP_CLIENT for w in writes):
+        if read.observed is None and not writes.has_setup:
             continue  # Nothing records the key's state before the run: absent is plausible.
         findings.append(
             Finding(
@@ -82,38 +109,16 @@ def phantom_reads(history: History) -> Verdict:
                 steps=(read.invoke_step, read.complete_step),
             )
         )
-    return Verdict.of("phantom-read", findings, {"reads": len(reads), "phantom_reads": len(findings)})
+    return Verdict.of("phantom-read", findings, {"reads": len(idx.reads), "phantom_reads": len(findings)})
 
 
-def _ok_reads(operations: list[Operation]) -> list[Operation]:
-    return [op for op in operations if op.kind == "read" and op.status == "ok"]
-
-
-def _newer_acknowledged(read: Operation, write: Operation, writes: list[Operation]) -> list[Operation]:
-    """The acknowledged writes that supersede ``write`` and completed before ``read`` began."""
-    return [
-        newer
-        for newer in writes
-        if newer.acknowledged and supersedes(newer, write) and newer.precedes(read)
-    ]
-
-
-def _stale_finding(read: Operation, writes: list[Operation], contract: Contract) -> Finding | None:
-    candidates = seen_by(read, writes)
-    if not candidates:
-        return None  # Not attributable (a phantom read is judged by phantom-read).
-    options = []
-    for write in candidates:
-        newer = _newer_acknowledged(read, write, writes)
-        if not newer:
-            return None  # It may have seen this write, which nothing had superseded yet.
-        first = min(newer, key=lambda w: w.complete_step)
-        age = read.invoke_time - first.complete_time
-        options.append((age, len(newer), first))
-    age, lag, first = min(options, key=lambda option: option[:2])
+def _stale_finding(read: Op, seen: Seen, first: Op, lag: int, contract: Contract) -> Finding:
+    """The finding for a stale ``read``: ``first`` is the newer write acknowledged first, ``lag``
+    how many newer writes were acknowledged before the read began."""
+    age = read.invoke_time - first.complete_time
     message = (
         f"{who(read.client)} read {read.key} at step {read.invoke_step} "
-        f"(t={read.invoke_time:g} s) and got {got(read.observed, candidates)}, "
+        f"(t={read.invoke_time:g} s) and got {got_value(read.observed, initial=seen.initial)}, "
         f"but {write_of(first)} was acknowledged at step {first.complete_step} "
         f"(t={first.complete_time:g} s): {age:g} s stale, "
         f"{lag} write{'' if lag == 1 else 's'} behind."
