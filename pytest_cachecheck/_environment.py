@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ._printable import printable
+from ._teardown import TeardownError
 from .history import INJECTED, REFUSED, Call
 
 CLOSE_SECONDS = 2.0
@@ -163,6 +164,13 @@ def classify_exception(exc: BaseException | None, systems: Iterable[str] = (REDI
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        if isinstance(exc, TeardownError):
+            system = REDIS if exc.server.startswith("Redis") else SQL
+            return Fault(
+                system,
+                f"could not be cleaned up ({exc.step}: {exc.reason})",
+                "check the server's load and what holds locks there; the next run sweeps what is left",
+            )
         system = _system_of(exc)
         if system in systems:
             fault = classify(system, (cls.__name__ for cls in type(exc).__mro__), str(exc))

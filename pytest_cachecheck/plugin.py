@@ -36,6 +36,8 @@ from ._servers import ServerError, Servers, check_db, check_redis
 from .target import Target
 
 _STATE = pytest.StashKey["_SessionState"]()
+_SWEPT = pytest.StashKey[list]()
+"""Lines saying what dead runs' leftovers checking the servers removed, for the header."""
 _EXPLORING_FIXTURES = frozenset({"cachecheck_explore", "cachecheck_seed"})
 """Tests using these are skipped when exploration is off (``cachecheck_private_redis`` is not)."""
 _SKIP_REASON = "cachecheck exploration is off: run pytest with --cachecheck (or set cachecheck = true in the ini file)"
@@ -214,6 +216,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config=RunConfig(watchdog=parsed["watchdog"]),
     )
     config.stash[_STATE] = state
+    config.stash[_SWEPT] = []
     state.servers = _servers(config, connect=enabled)
 
 
@@ -242,7 +245,9 @@ def _servers(config: pytest.Config, *, connect: bool) -> Servers:
         if servers.redis_url:
             check_redis(servers.redis_url, allow_remote=allow, connect=connect, unconfined=unconfined)
         if servers.db_dsn:
-            check_db(servers.db_dsn, allow_remote=allow, connect=connect, unconfined=unconfined)
+            swept = check_db(servers.db_dsn, allow_remote=allow, connect=connect, unconfined=unconfined)
+            if swept:
+                config.stash[_SWEPT].append(swept)
     except ServerError as error:
         raise pytest.UsageError(str(error)) from None
     return servers
@@ -254,17 +259,18 @@ def _checker_plugins(config: pytest.Config) -> list[Any]:
     return sorted(found, key=lambda p: str(getattr(p, "__file__", None) or getattr(p, "__name__", None) or repr(p)))
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
+def pytest_report_header(config: pytest.Config) -> str | list[str] | None:
     state = config.stash.get(_STATE, None)
     if state is None:
         return None
     if not state.enabled:
         return "cachecheck: off (use --cachecheck to explore)"
-    return (
+    header = (
         f"cachecheck: seed={state.seed} (replay with --cachecheck-seed={state.seed}), "
         f"{state.budget.examples} examples x {state.budget.steps} steps per target, "
         f"on {state.servers.describe()}"
     )
+    return [header, *config.stash.get(_SWEPT, [])]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -370,10 +376,16 @@ def cachecheck_explore(request: pytest.FixtureRequest) -> Callable[..., Report]:
 def _announce_sweeps(config: pytest.Config, backend: Any) -> None:
     """Say, one line each, what dead runs' leftovers opening ``backend`` removed from a server."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
     for side in (backend.cache, backend.source):
         line = getattr(side, "swept", None)
-        if line and reporter is not None:
+        if not line or reporter is None:
+            continue
+        if capture is None:
             reporter.write_line(line)
+        else:  # said to the terminal now, not kept in the test's captured output
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(line)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from pytest_cachecheck import Budget, CachecheckFailure, Servers, explore
 from pytest_cachecheck._backend import Backend
 from pytest_cachecheck._fake_cache import FakeCache
 from pytest_cachecheck._patches import simulated_world
-from pytest_cachecheck import _pg_sweep
 from pytest_cachecheck._postgres import PostgresSource
 from pytest_cachecheck._real_redis import SAFETY_TTL, RealRedisCache
 from pytest_cachecheck._run import Run, RunConfig
@@ -118,19 +117,6 @@ def foreign_redis_state(client, prefix):
     return len(keys), others, digest.hexdigest()
 
 
-def left_by_dead_runs(client):
-    """Keys under ``cachecheck:`` of runs with no heartbeat (another exploration may be running).
-
-    A run unlinks its keys before it drops its heartbeat, so keys still there after the
-    heartbeats were read belong to a dead run."""
-    from pytest_cachecheck._sweep_redis import live_runs
-
-    keys = set(client.scan_iter(match="cachecheck:*", count=1000))
-    alive = live_runs(client)
-    dead = {key for key in keys if key.split(b":")[1].decode() not in alive}
-    return {key for key in dead if client.exists(key)}
-
-
 def foreign_table_state(conn, table):
     count, checksum = conn.execute(f"SELECT count(*), md5(string_agg(id || ':' || note, ',' ORDER BY id)) FROM {table}").fetchone()
     return count, checksum
@@ -147,25 +133,28 @@ def test_real_servers_leave_foreign_data_untouched(real_servers):
     with psycopg.connect(real_servers.db_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, note TEXT)")
         conn.execute(f"INSERT INTO {table} SELECT g, 'row ' || g FROM generate_series(1, 500) g")
-        # The runs' schemas and roles: any new one must belong to a live run (another exploration
-        # beside this test); ours end with the test, so nothing of theirs may be left.
+        # The runs' schemas and roles.
         runs_objects = (
             "SELECT nspname FROM pg_namespace WHERE nspname ~ '^cachecheck_[0-9a-f]{8}$' "
             "UNION ALL SELECT rolname FROM pg_roles WHERE rolname ~ '^cachecheck_[0-9a-f]{8}$'"
         )
-        schemas_before = {row[0] for row in conn.execute(runs_objects)}
-        # Another exploration may be running against the same server: only new keys count.
-        ours_before = set(client.scan_iter(match="cachecheck:*", count=1000))
         redis_before, table_before = foreign_redis_state(client, prefix), foreign_table_state(conn, table)
         try:
+            # The explorations' own backends, so that what they leave is told apart from what
+            # other runs beside this test leave (or a run killed meanwhile, until it is swept).
+            failing, passing = real_servers.backend(), real_servers.backend()
             with pytest.raises(CachecheckFailure):
-                explore(KNOWN_BUGS[0], Budget(examples=300, seed=SEED), servers=real_servers)
-            explore(CORRECT[0], Budget(examples=50, seed=SEED), servers=real_servers)
+                explore(KNOWN_BUGS[0], Budget(examples=300, seed=SEED), backend=failing)
+            failing.close()
+            explore(CORRECT[0], Budget(examples=50, seed=SEED), backend=passing)
+            passing.close()
             assert foreign_redis_state(client, prefix) == redis_before
             assert foreign_table_state(conn, table) == table_before
-            assert left_by_dead_runs(client) <= ours_before
-            left = {row[0] for row in conn.execute(runs_objects)} - schemas_before
-            assert not [name for name in left if not _pg_sweep.alive(conn, name[len("cachecheck_"):])]
+            for backend in (failing, passing):
+                assert not list(client.scan_iter(match=f"cachecheck:{backend.cache.run}:*", count=1000))
+                assert backend.cache.run not in {user[len("cachecheck-"):] for user in client.acl_users()}
+                name = backend.source.schema
+                assert name not in {row[0] for row in conn.execute(runs_objects)}
         finally:
             conn.execute(f"DROP TABLE {table}")
             for start in range(0, 10_000, 1000):
