@@ -1,9 +1,10 @@
 """How long the built-in checkers take, as a history grows from a thousand to a million operations.
 
 Prints, for synthetic histories of 1e3 to 1e6 operations: the time to build the history (apart:
-it is the recorder's cost, not the checkers'), the wall seconds of each built-in checker on it,
-and of ``check(history, Contract.strict())`` as a whole, with the peak memory of the process.
-Figures, not assertions: run it on a quiet machine and compare runs by eye.
+it is the recorder's cost, not the checkers'), the wall and CPU seconds of each built-in checker
+on it (each on a fresh copy, so each pays for the index the checkers share) and of
+``check(history, Contract.strict())`` as a whole, and the peak memory of the process.  Figures,
+not assertions: run it on a quiet machine (CPU seconds tell a busy machine from a slow checker).
 
     python benchmarks/bench_check.py [--sizes 1e3,1e4,1e5,1e6] [--keys N] [--seed 0]
 
@@ -266,29 +267,34 @@ CHECKERS: dict[str, Callable[[History, Contract], object]] = {
 }
 
 
-def _timed(function: Callable[[], object]) -> tuple[float, object]:
-    started = time.perf_counter()
+def _timed(function: Callable[[], object]) -> tuple[float, float, object]:
+    """Wall and CPU seconds of ``function()``, and what it returned."""
+    wall, cpu = time.perf_counter(), time.process_time()
     result = function()
-    return time.perf_counter() - started, result
+    return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
 def bench(size: int, keys: int | None, seed: int) -> None:
     contract = Contract.strict()
-    built, history = _timed(lambda: synthetic_history(size, keys=keys, seed=seed))
-    operations = len(history.operations())
-    print(f"\n{operations:,} operations, {len(history):,} events: built in {built:.2f} s", flush=True)
+    built, _, history = _timed(lambda: synthetic_history(size, keys=keys, seed=seed))
+    print(
+        f"\n{size:,} operations, {len(history):,} events, "
+        f"{len({e.key for e in history.events if isinstance(e, Probe)}):,} keys: built in {built:.2f} s",
+        flush=True,
+    )
+    print(f"  {'checker':<18} {'wall s':>8} {'cpu s':>8}")
     for name, checker in CHECKERS.items():
         fresh = History(history.events)  # nothing cached: each checker pays for its own views
-        seconds, _ = _timed(lambda: checker(fresh, contract))
-        print(f"  {name:<18} {seconds:8.3f} s", flush=True)
+        wall, cpu, _ = _timed(lambda: checker(fresh, contract))
+        print(f"  {name:<18} {wall:8.3f} {cpu:8.3f}", flush=True)
     manager = checker_manager()
     fresh = History(history.events)
-    seconds, verdicts = _timed(lambda: check(fresh, contract, manager=manager))
+    wall, cpu, verdicts = _timed(lambda: check(fresh, contract, manager=manager))
     found = ", ".join(f"{v.property} {len(v.findings)}" for v in verdicts if v.findings)
-    print(f"  {'all (check)':<18} {seconds:8.3f} s   findings: {found or 'none'}", flush=True)
+    print(f"  {'all (check)':<18} {wall:8.3f} {cpu:8.3f}   findings: {found or 'none'}", flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  peak memory so far {peak:,.0f} MB", flush=True)
-    del history, fresh
+    del history, fresh, verdicts
     gc.collect()
 
 
@@ -301,7 +307,11 @@ def main() -> None:
     try:
         sizes = [int(float(size)) for size in args.sizes.split(",")]
     except ValueError:
-        parser.error(f"--sizes={args.sizes!r}: give comma-separated numbers, like 1e3,1e4")
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        parser.error(f"--sizes={args.sizes!r}: give comma-separated positive numbers, like 1e3,1e4")
+    if args.keys is not None and args.keys < 1:
+        parser.error(f"--keys={args.keys}: give at least one key")
     for size in sizes:
         bench(size, args.keys, args.seed)
 

@@ -15,6 +15,7 @@ from .checkers import check
 from .contract import Contract
 from .history import Call, Complete, History, Invoke, Operation, Probe
 from .hooks import hookimpl
+from .roles import ENTRY, LOCK, OTHER, QUEUE, KeyRoles, key_roles
 from .target import Source, Target, TargetError
 from .verdict import Finding, Verdict
 
@@ -24,12 +25,17 @@ __all__ = [
     "Call",
     "Complete",
     "Contract",
+    "ENTRY",
     "EnvironmentFailure",
     "Finding",
     "History",
     "Invoke",
+    "KeyRoles",
+    "LOCK",
+    "OTHER",
     "Operation",
     "Probe",
+    "QUEUE",
     "Report",
     "RunConfig",
     "Servers",
@@ -40,4 +46,5 @@ __all__ = [
     "check",
     "explore",
     "hookimpl",
+    "key_roles",
 ]

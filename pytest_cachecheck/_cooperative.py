@@ -17,6 +17,7 @@ import itertools
 from typing import Any, Callable
 
 from . import _context
+from ._calls import LockPoint
 from ._scheduler import Blocked, Scheduler, Task, Waitable
 
 _labels = itertools.count(1)
@@ -45,14 +46,15 @@ def _deadline(timeout: float | None) -> float | None:
     return now + float(timeout)
 
 
-def _point(text: str, action: Callable[[], Any]) -> Any:
+def _point(what: str, label: str, action: Callable[[], Any]) -> Any:
+    """``action`` as the point ``what label`` (``acquire Lock-1``), recorded as a :class:`LockPoint`."""
     scheduler = _scheduler()
     if scheduler is None:
         outcome = action()
         if isinstance(outcome, Blocked):
             raise RuntimeError(f"{outcome.waitable.label} is contended outside a simulated client")
         return outcome
-    return scheduler.point("lock", text, action)
+    return scheduler.point("lock", LockPoint(what, label), action)
 
 
 class Lock(Waitable):
@@ -86,7 +88,7 @@ class Lock(Waitable):
                 return False
             return Blocked(self, deadline, f"held by {self.owner.name if self.owner else 'another thread'}")
 
-        return _point(f"acquire {self.label}", attempt)
+        return _point("acquire", self.label, attempt)
 
     def release(self) -> None:
         if not self.locked_:
@@ -172,7 +174,7 @@ class Event(Waitable):
                 return False
             return Blocked(self, deadline, "not set")
 
-        return _point(f"wait {self.label}", attempt)
+        return _point("wait", self.label, attempt)
 
 
 class Condition(Waitable):
@@ -220,7 +222,7 @@ class Condition(Waitable):
                     return False
                 return Blocked(self, deadline, "not notified")
 
-            return _point(f"wait {self.label}", attempt)
+            return _point("wait", self.label, attempt)
         finally:
             self._reacquire(saved)
 
@@ -271,7 +273,7 @@ class Semaphore(Waitable):
                 return False
             return Blocked(self, deadline, "no permits left")
 
-        return _point(f"acquire {self.label}", attempt)
+        return _point("acquire", self.label, attempt)
 
     __enter__ = acquire
 
@@ -371,7 +373,7 @@ class Thread:
                 return None
             return Blocked(self._finished, deadline, "still running")
 
-        _point(f"join {self.name}", attempt)
+        _point("join", self.name, attempt)
 
     @property
     def ident(self) -> int | None:

@@ -102,7 +102,8 @@ def explore(
         report.absorb_verdicts(verdicts)
         if any(v.status == "violated" for v in verdicts):
             report.first_failure(time.perf_counter() - started)
-            raise Violation(verdicts, run.trace(), history)
+            cited = {step for v in verdicts if v.status == "violated" for f in v.findings for step in f.steps}
+            raise Violation(verdicts, run.trace(keep=cited), history)
 
     def record(run: Run) -> None:
         report.absorb_history(run.history())

@@ -1,7 +1,8 @@
 """The embedded cache: a private, in-process fakeredis server.
 
-The server is ours alone, so a reset is FLUSHALL plus SCRIPT FLUSH (a cached script would let
-the next example skip its NOSCRIPT round trip: a different trace).  fakeredis reads
+The server is ours alone, so a reset is FLUSHALL plus SCRIPT FLUSH: a layer that sends
+``SCRIPT LOAD`` and ``EVALSHA`` itself meets the same empty script cache in every example.  (A
+registered script's ``NOSCRIPT`` round trip is inside its one point, so it never shows.)  fakeredis reads
 ``time.time()`` when it executes a command, so under the patched clock its TTLs run in virtual
 time; the harness's own expiry peeks run inside ``virtual_time``.
 """

@@ -44,14 +44,13 @@ from __future__ import annotations
 import itertools
 import math
 import secrets
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import redis
 import redis.client
 
 from ._clock import EPOCH
-from ._redis import scheduled_client
+from ._redis import KeySpec, key_specs, scheduled_client
 from ._redis_acl import RunUser, known_commands
 from ._redis_guard import guarded, rejoin, split_name
 from ._scheduler import Scheduler
@@ -79,14 +78,8 @@ class UnsupportedCommand(redis.RedisError):
     """A command whose keys the harness cannot confine to its prefix on a shared server."""
 
 
-@dataclass(frozen=True)
-class _Spec:
-    first: int
-    last: int
-    step: int
-    movable: bool
-    write: bool
-    blocking: bool
+_Spec = KeySpec
+_specs = key_specs  # shared with the interposer, which records the keys the layer named
 
 
 def _text(value: Any) -> str:
@@ -97,23 +90,6 @@ def _raw(value: Any) -> bytes:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     return str(value).encode()
-
-
-def _specs(commands: dict[str, Any]) -> dict[str, _Spec]:
-    """``SET`` and ``XGROUP|CREATE`` -> where their keys are, from the server's ``COMMAND``."""
-
-    def spec(first: Any, last: Any, step: Any, flags: Any) -> _Spec:
-        flags = {_text(flag) for flag in flags}
-        return _Spec(int(first), int(last), int(step), "movablekeys" in flags, "write" in flags, "blocking" in flags)
-
-    specs = {}
-    for name, info in commands.items():
-        specs[_text(name).upper()] = spec(
-            info.get("first_key_pos", 0), info.get("last_key_pos", 0), info.get("step_count", 0), info.get("flags", ())
-        )
-        for sub in info.get("subcommands") or ():
-            specs[_text(sub[0]).upper()] = spec(sub[3], sub[4], sub[5], sub[2])
-    return specs
 
 
 class RealRedisCache:
@@ -179,7 +155,7 @@ class RealRedisCache:
             if self.user is not None:
                 client.connection_pool.connection_kwargs.update(username=self.user.name, password=self.user.password)
             self._clients[slot, decode_responses] = client
-        scheduled = scheduled_client(client, scheduler)
+        scheduled = scheduled_client(client, scheduler, self.specs)  # the record names keys as the layer did
         scheduled._cachecheck_policy = Confinement(self, scheduler)  # type: ignore[attr-defined]
         return scheduled
 

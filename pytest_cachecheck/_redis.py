@@ -12,70 +12,154 @@ The history records the command as rendered text, in full: explanations search i
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
 
 import redis
 import redis.client
 
+from . import _context
+from ._calls import Batch, Command
+from ._calls import render_arg as render_arg  # re-exported: its home before ``_calls``
+from ._calls import render_command as render_command  # re-exported likewise
 from ._redis_guard import rejoin, split_name, text
 from ._scheduler import Scheduler
 from .history import INJECTED
 
 
-def render_arg(arg: Any) -> str:
-    """One argument as shown: bare if plain, else quoted with ``repr`` (control characters escaped)."""
-    if isinstance(arg, (bytes, bytearray, memoryview)):
-        arg = bytes(arg).decode("utf-8", "backslashreplace")
-    if isinstance(arg, str):
-        if arg and all(ch.isprintable() and not ch.isspace() and ch not in "'\"\\" for ch in arg):
-            return arg
-        return repr(arg)
-    text = str(arg)
-    return text if text.isprintable() else repr(text)
+@dataclass(frozen=True)
+class KeySpec:
+    """Where a command's keys are, as the server's ``COMMAND`` says: positions ``first`` to
+    ``last`` (negative: from the end) every ``step``; ``movable`` when they depend on the
+    arguments; and whether the command writes or blocks."""
+
+    first: int
+    last: int
+    step: int
+    movable: bool
+    write: bool
+    blocking: bool
 
 
-def render_command(args: Iterable[Any]) -> str:
-    """``SETEX user:u1 3600 '{"name": "u1.v0"}'``: the command name first, values quoted.
+def key_specs(commands: Mapping[Any, Any]) -> dict[str, KeySpec]:
+    """``SET`` and ``XGROUP|CREATE`` -> their :class:`KeySpec`, from a server's ``COMMAND``."""
 
-    A name redis-py gives as one string (``"MEMORY USAGE"``) is shown as the words Redis gets.
+    def spec(first: Any, last: Any, step: Any, flags: Any) -> KeySpec:
+        flags = {text(flag) for flag in flags}
+        return KeySpec(int(first), int(last), int(step), "movablekeys" in flags, "write" in flags, "blocking" in flags)
+
+    specs = {}
+    for name, info in commands.items():
+        specs[text(name).upper()] = spec(
+            info.get("first_key_pos", 0), info.get("last_key_pos", 0), info.get("step_count", 0), info.get("flags", ())
+        )
+        for sub in info.get("subcommands") or ():
+            specs[text(sub[0]).upper()] = spec(sub[3], sub[4], sub[5], sub[2])
+    return specs
+
+
+_embedded_specs: dict[str, KeySpec] | None = None
+
+
+def embedded_specs() -> dict[str, KeySpec]:
+    """The key positions fakeredis's ``COMMAND`` gives (asked once per process)."""
+    global _embedded_specs
+    if _embedded_specs is None:
+        import fakeredis
+
+        _embedded_specs = key_specs(fakeredis.FakeRedis(server=fakeredis.FakeServer()).command())
+    return _embedded_specs
+
+
+_NUMKEYS = {
+    # Commands whose keys follow a ``numkeys`` argument: its position (name at 0).
+    **dict.fromkeys(("EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "FCALL_RO"), 2),
+    **dict.fromkeys(("ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE", "BLMPOP", "BZMPOP"), 2),
+    **dict.fromkeys(("ZUNION", "ZINTER", "ZDIFF", "ZINTERCARD", "SINTERCARD", "LMPOP", "ZMPOP"), 1),
+}
+_LEADING_KEY = {"ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE"}  # the destination, before numkeys
+
+
+def key_positions(specs: Mapping[str, Any], name: str, args: tuple) -> list[int]:
+    """The positions in ``args`` (the name at 0, split into words) that are keys.
+
+    From ``specs`` (a :class:`KeySpec` per command or ``NAME|SUB``), with the commands whose
+    keys move with their arguments read from their ``numkeys`` or ``STREAMS``; unknown commands
+    name no key.
     """
-    args = list(args)
-    if args and isinstance(args[0], (str, bytes)):
-        name = render_arg(args[0]).strip("'\"") if " " in str(args[0]) else render_arg(args[0])
-        return " ".join([name, *(render_arg(arg) for arg in args[1:])])
-    return " ".join(render_arg(arg) for arg in args)
+    count = _NUMKEYS.get(name)
+    if count is not None and len(args) > count:
+        try:
+            numkeys = int(text(args[count]))
+        except ValueError:
+            return []
+        lead = [1] if name in _LEADING_KEY else []
+        return lead + [i for i in range(count + 1, count + 1 + numkeys) if i < len(args)]
+    if name in ("XREAD", "XREADGROUP"):
+        upper = [text(arg).upper() if isinstance(arg, (str, bytes)) else "" for arg in args]
+        if "STREAMS" in upper:
+            first = upper.index("STREAMS") + 1
+            return list(range(first, first + (len(args) - first) // 2))
+        return []
+    spec = specs.get(f"{name}|{text(args[1]).upper()}") if len(args) > 1 else None
+    spec = spec or specs.get(name)
+    if spec is None or spec.first <= 0:
+        return []
+    last = len(args) + spec.last if spec.last < 0 else spec.last
+    return [i for i in range(spec.first, min(last, len(args) - 1) + 1, spec.step or 1)]
 
 
-def _render_stack(pipe: Any) -> str:
-    commands = [render_command(entry[0]) for entry in getattr(pipe, "command_stack", ())]
-    if pipe.transaction or getattr(pipe, "explicit_transaction", False):
-        return "; ".join(["MULTI", *commands, "EXEC"])
-    return "PIPELINE " + "; ".join(commands)
+def command_of(args: Iterable[Any], specs: Mapping[str, Any]) -> Command:
+    """The :class:`Command` the layer sent as ``args`` (redis-py's ``execute_command`` args)."""
+    words = split_name(tuple(args))
+    if not words:
+        return Command("")
+    name = text(words[0]).upper()
+    argv = tuple(bytes(arg) if isinstance(arg, (bytearray, memoryview)) else arg for arg in words[1:])
+    return Command(name, argv, tuple(i - 1 for i in key_positions(specs, name, words)))
+
+
+def _batch(pipe: Any) -> Batch:
+    specs = pipe._cachecheck_specs
+    commands = tuple(command_of(entry[0], specs) for entry in getattr(pipe, "command_stack", ()))
+    return Batch(commands, bool(pipe.transaction or getattr(pipe, "explicit_transaction", False)))
 
 
 _client_classes: dict[type, type] = {}
 _pipeline_classes: dict[type, type] = {}
 
 
-def scheduled_client(base_instance: redis.Redis, scheduler: Scheduler) -> redis.Redis:
-    """Turn a redis-py client into a scheduled one (same connection pool), or re-point one."""
-    if isinstance(base_instance, _ScheduledClient):
-        # A client is reused from example to example: nothing of the last one may remain.
-        base_instance._cachecheck_scheduler = scheduler
-        base_instance._cachecheck_fail_next = False
-        base_instance._cachecheck_policy = None
-        return base_instance
-    base = type(base_instance)
-    cls = _client_classes.get(base)
-    if cls is None:
-        cls = _client_classes[base] = type(f"Scheduled{base.__name__}", (_ScheduledClient, base), {})
-    base_instance.__class__ = cls
+def scheduled_client(
+    base_instance: redis.Redis, scheduler: Scheduler, specs: Mapping[str, Any] | None = None
+) -> redis.Redis:
+    """Turn a redis-py client into a scheduled one (same connection pool), or re-point one.
+
+    ``specs`` say where each command's keys are (:func:`key_specs` of the server's
+    ``COMMAND``); by default fakeredis's.
+    """
+    if not isinstance(base_instance, _ScheduledClient):
+        base = type(base_instance)
+        cls = _client_classes.get(base)
+        if cls is None:
+            cls = _client_classes[base] = type(f"Scheduled{base.__name__}", (_ScheduledClient, base), {})
+        base_instance.__class__ = cls
+    # A client is reused from example to example: nothing of the last one may remain.
     base_instance._cachecheck_scheduler = scheduler  # type: ignore[attr-defined]
+    base_instance._cachecheck_fail_next = False  # type: ignore[attr-defined]
+    base_instance._cachecheck_policy = None  # type: ignore[attr-defined]
+    base_instance._cachecheck_specs = specs if specs is not None else embedded_specs()  # type: ignore[attr-defined]
+    # Where a script registered on a client of an earlier run is sent instead (_ScheduledScript).
+    scheduler.redis_clients.setdefault(_decodes(base_instance), base_instance)
     return base_instance
+
+
+def _decodes(client: Any) -> bool:
+    return bool(client.connection_pool.connection_kwargs.get("decode_responses", False))
 
 
 class _ScheduledClient:
     _cachecheck_scheduler: Scheduler
+    _cachecheck_specs: Mapping[str, Any]
     _cachecheck_policy: Any = None
     """On a shared real server, the confinement that prefixes keys and owns expiry."""
 
@@ -87,7 +171,8 @@ class _ScheduledClient:
             return parent.execute_command(*sent, **options)
 
         action = (lambda: send(*args)) if policy is None else (lambda: policy.execute(self, args, send))
-        return self._cachecheck_scheduler.point("redis", render_command(args), self._faulty(action))
+        command = command_of(args, self._cachecheck_specs)
+        return self._cachecheck_scheduler.point("redis", command, self._faulty(action))
 
     _cachecheck_fail_next = False
     """Set by the ``error`` fault: the next command raises ConnectionError instead of running."""
@@ -102,7 +187,7 @@ class _ScheduledClient:
         return run
 
     def register_script(self, script: Any) -> Any:
-        return _ScheduledScript(super().register_script(script), self._cachecheck_scheduler)  # type: ignore[misc]
+        return _ScheduledScript(super().register_script(script))  # type: ignore[misc]
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
         pipe = super().pipeline(transaction, shard_hint)  # type: ignore[misc]
@@ -113,19 +198,21 @@ class _ScheduledClient:
         pipe.__class__ = cls
         pipe._cachecheck_scheduler = self._cachecheck_scheduler
         pipe._cachecheck_policy = self._cachecheck_policy
+        pipe._cachecheck_specs = self._cachecheck_specs
         return pipe
 
 
 class _ScheduledPipeline:
     _cachecheck_scheduler: Scheduler
+    _cachecheck_specs: Mapping[str, Any]
     _cachecheck_policy: Any = None
 
     def execute(self, raise_on_error: bool = True) -> Any:
         parent = super()
-        text = _render_stack(self)
+        batch = _batch(self)
         if self._cachecheck_policy is None:
-            return self._cachecheck_scheduler.point("redis", text, lambda: parent.execute(raise_on_error))
-        return self._cachecheck_scheduler.point("redis", text, lambda: self._confined(parent, raise_on_error))
+            return self._cachecheck_scheduler.point("redis", batch, lambda: parent.execute(raise_on_error))
+        return self._cachecheck_scheduler.point("redis", batch, lambda: self._confined(parent, raise_on_error))
 
     def _confined(self, parent: Any, raise_on_error: bool) -> Any:
         """Prefix every queued command's keys, and take over the TTLs they set.
@@ -164,7 +251,7 @@ class _ScheduledPipeline:
             return parent.immediate_execute_command(*sent, **options)
 
         action = (lambda: send(*args)) if policy is None else (lambda: policy.execute(self, args, send))
-        return self._cachecheck_scheduler.point("redis", render_command(args), action)
+        return self._cachecheck_scheduler.point("redis", command_of(args, self._cachecheck_specs), action)
 
 
 class _Queue:
@@ -181,18 +268,36 @@ class _ScheduledScript:
     """A registered Lua script: one point per call, its NOSCRIPT fallback included.
 
     redis-py sends ``EVALSHA``, and on ``NOSCRIPT`` loads the script and sends it again; Redis
-    runs the script atomically either way, so the whole call is one scheduling point and the
-    trace does not depend on whether the script was already cached.
+    runs the script atomically either way, so the whole call is one scheduling point, recorded
+    as the ``EVALSHA`` with its final reply: the trace does not depend on whether the server had
+    the script cached.
+
+    A script registered once and kept (on a class, in a module, redis-py's ``Lock``) outlives
+    the example, even the exploration, whose client registered it.  So nothing of that client
+    is kept here: the scheduler is the one of the client the call actually uses, and a call
+    without a client, whose registered client now belongs to another run, runs on the client
+    the calling task's run handed out first (same ``decode_responses``).
     """
 
-    def __init__(self, script: Any, scheduler: Scheduler) -> None:
+    def __init__(self, script: Any) -> None:
         self._script = script
-        self._scheduler = scheduler
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._script, name)
 
     def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
         keys, args = list(keys or ()), list(args or ())
-        text = render_command(["EVALSHA", self._script.sha, len(keys), *keys, *args])
-        return self._scheduler.point("redis", text, lambda: self._script(keys, args, client))
+        client = client if client is not None else _current(self._script.registered_client)
+        scheduler = getattr(client, "_cachecheck_scheduler", None)
+        if scheduler is None or isinstance(client, redis.client.Pipeline):
+            return self._script(keys, args, client)  # queued in a pipeline: the pipeline is the point
+        command = command_of(["EVALSHA", self._script.sha, len(keys), *keys, *args], client._cachecheck_specs)
+        return scheduler.point("redis", command, lambda: self._script(keys, args, client))
+
+
+def _current(registered: Any) -> Any:
+    """The client a script registered on ``registered`` runs on when called without one."""
+    task = _context.current_task()
+    if task is None or getattr(registered, "_cachecheck_scheduler", None) is task.scheduler:
+        return registered
+    return task.scheduler.redis_clients.get(_decodes(registered), registered)

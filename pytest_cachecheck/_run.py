@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Collection
 
 from ._clock import VirtualClock
 from ._hazards import Hazards
@@ -24,10 +24,14 @@ from .history import SETUP_CLIENT, Call, Complete, History, Invoke, Probe
 from .target import Target
 
 MAX_EXPIRY_JUMPS = 16
+EXPIRY_STEP = 0.001
+"""How far past an expiry deadline the clock lands: Redis's resolution, a millisecond."""
 MAX_ACTOR_HELP = 2000
 MAX_BACKGROUND_POINTS = 50
 """Points a background thread runs per decision (or per round of draining) when not told."""
 DRAIN_BACKGROUND_ROUNDS = 3
+MAX_DRAIN_POINTS = MAX_BACKGROUND_POINTS * DRAIN_BACKGROUND_ROUNDS * 12
+"""Points each thread of the layer may run while draining, in as many rounds as it takes."""
 MAX_TRACE_CALLS = 16
 """Points shown under one decision of a printed trace; the middle of a longer run is elided."""
 """Points background threads may run while draining, to unblock the operations waiting on them."""
@@ -260,8 +264,11 @@ class Run:
             wait = self.world.next_expiry(self.clock)
             if wait is None:
                 break
-            self.clock.advance(wait + 0.001)
-            diverged = [key for key in diverged if not self._probe(prober, key)]
+            # The entry exists through its deadline and is gone strictly after it (Redis and
+            # both backends): land a millisecond past it, and record the deadline itself.
+            deadline = self.clock.now + wait
+            self.clock.advance(wait + EXPIRY_STEP)
+            diverged = [key for key in diverged if not self._probe(prober, key, expired=deadline)]
         self.hazards.at_quiescence()  # threads and processes the layer left behind
         self._end()
 
@@ -292,8 +299,11 @@ class Run:
         same results: it has nothing left to do.  A budget of points bounds the rest.
         """
         idle: set[str] = set()
-        for _ in range(DRAIN_BACKGROUND_ROUNDS * 4):
+        start, budget = self.scheduler.points, MAX_DRAIN_POINTS * len(self.scheduler.actors())
+        while self.scheduler.points - start < budget:
             # Round after round: an actor that waited may have been unblocked by another one.
+            # Rounds are not counted, points are: two flushers that keep blocking each other on
+            # PostgreSQL's row locks get one item further per round, however many items are queued.
             movable = [task for task in self.scheduler.actors() if task.runnable and task.name not in idle]
             if not movable:
                 return
@@ -337,10 +347,17 @@ class Run:
             else:
                 self._help_actors([task])
 
-    def _probe(self, prober: Client, key: str) -> bool:
+    def _probe(self, prober: Client, key: str, expired: float | None = None) -> bool:
+        """Read ``key`` through a fresh client and log a :class:`Probe`: whether they agree.
+
+        The probe records when its read began (before the layer's own lock waits or sleeps moved
+        the clock) and ``expired``, the deadline the clock last jumped past, so that windows are
+        measured from the events themselves and not from the probe's own work.
+        """
+        began = self.clock.now
         if self.target.read is None:  # a write-only target: only the source is read
             source = self.world.read_source(self.target.source, key)
-            self.scheduler.log(Probe, key=key, observed=source, source=source)
+            self.scheduler.log(Probe, key=key, observed=source, source=source, began=began, expired=expired)
             return True
         box: list[Any] = []
 
@@ -355,7 +372,7 @@ class Run:
         if isinstance(box[0], Exception):
             raise Stall("errors", f"a fresh client's read of {key} at quiescence raised {_describe(box[0])}", prober.task)
         source = self.world.read_source(self.target.source, key)
-        self.scheduler.log(Probe, key=key, observed=box[0], source=source)
+        self.scheduler.log(Probe, key=key, observed=box[0], source=source, began=began, expired=expired)
         return box[0] == source
 
     # -- the record ------------------------------------------------------------------------
@@ -369,19 +386,35 @@ class Run:
     def _end(self) -> None:
         self.steps[-1].last_event = len(self.scheduler.events)
 
-    def annotations(self, step: Step) -> list[str]:
-        """The comment lines under one decision: each point it executed, with its result."""
+    def annotations(self, step: Step, keep: Collection[int] = ()) -> list[str]:
+        """The comment lines under one decision: each point it executed, with its result.
+
+        A decision of more than ``MAX_TRACE_CALLS`` points (a background loop) shows its first
+        and last points; each run of points elided in between is one ``... N more points ...``
+        line.  A point whose step is in ``keep`` (the steps a failure's story cites) is never
+        elided.
+        """
         lines = list(step.notes)
         events = self.scheduler.events[step.first_event : step.last_event or len(self.scheduler.events)]
         calls = [e for e in events if isinstance(e, Call)]
+        cuts: dict[int, int] = {}  # id of the first call of each elided run: how many it elides
         if len(calls) > MAX_TRACE_CALLS:  # a background loop: its first and last points tell enough
-            keep = {id(e) for e in calls[: MAX_TRACE_CALLS // 2] + calls[-MAX_TRACE_CALLS // 4 :]}
-            elided = len(calls) - len(keep)
-            first_cut = calls[MAX_TRACE_CALLS // 2]
-            events = [e for e in events if not isinstance(e, Call) or id(e) in keep or e is first_cut]
+            head, tail = MAX_TRACE_CALLS // 2, len(calls) - MAX_TRACE_CALLS // 4
+            run_start = None
+            for position, call in enumerate(calls):
+                elided = head <= position < tail and call.step not in keep
+                if elided and run_start is None:
+                    run_start = position
+                    cuts[id(call)] = 0
+                if elided:
+                    cuts[id(calls[run_start])] += 1
+                else:
+                    run_start = None
+            hidden = {id(c) for position, c in enumerate(calls) if head <= position < tail and c.step not in keep}
+            events = [e for e in events if not isinstance(e, Call) or id(e) not in hidden or id(e) in cuts]
         for event in events:
-            if isinstance(event, Call) and len(calls) > MAX_TRACE_CALLS and event is first_cut:
-                lines.append(f"... {elided} more points ...")
+            if isinstance(event, Call) and id(event) in cuts:
+                lines.append(f"... {cuts[id(event)]} more points ...")
                 continue
             if isinstance(event, Call):
                 lines.append(f"[{event.step}] {event.actor}: {_short(event.command)} -> {_short(event.result, 80)}")
@@ -397,8 +430,10 @@ class Run:
                 )
         return [printable(line) for line in lines + step.after]  # values are never shown raw
 
-    def trace(self) -> str:
+    def trace(self, keep: Collection[int] = ()) -> str:
         """The run as a replayable program, each decision annotated with what it ran.
+
+        ``keep``: steps never elided from a long decision (those a failure's findings cite).
 
         Moves of a client that had nothing to run are left out: they change nothing, so the
         program without them replays the same run.  (Hypothesis cannot always delete them: the
@@ -411,7 +446,7 @@ class Run:
                 omitted += 1
                 continue
             lines.append(step.text if step.text.startswith("#") else f"state.do(step={step.text})")
-            lines.extend(f"    # {line}" for line in self.annotations(step))
+            lines.extend(f"    # {line}" for line in self.annotations(step, keep))
         if omitted:
             lines.insert(1, f"# ({omitted} move{'s' if omitted > 1 else ''} of idle clients left out: they do nothing)")
         return "\n".join(lines)

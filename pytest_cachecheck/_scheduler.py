@@ -34,8 +34,9 @@ from typing import Any, Callable
 
 from . import _context
 from ._clock import VirtualClock
-from ._printable import printable
 from ._quiet import TASK_THREAD_PREFIX
+from ._calls import Raised, Sleep, to_data
+from ._calls import render_result as render_result  # re-exported: its home before ``_calls``
 from .history import Call, Event
 
 _UNLIMITED = sys.maxsize
@@ -197,6 +198,8 @@ class Scheduler:
         self._labels = 0
         self.hazards: Any = None
         """The run's process hazards (a ``_hazards.Hazards``), made on first use."""
+        self.redis_clients: dict[bool, Any] = {}
+        """The first Redis client handed out in this run, per ``decode_responses`` (``_redis``)."""
 
     def next_label(self) -> int:
         """A number for a primitive created in this run (deterministic per run)."""
@@ -310,11 +313,16 @@ class Scheduler:
 
     # -- task side: scheduling points -------------------------------------------------------
 
-    def point(self, system: str, text: str, action: Callable[[], Any]) -> Any:
-        """Run ``action`` as one scheduling point of the calling task, and log it.
+    def point(
+        self, system: str, request: Any, action: Callable[[], Any], *, reply: Callable[[Any], Any] = to_data
+    ) -> Any:
+        """Run ``action`` as one scheduling point of the calling task, and log it as a :class:`Call`.
 
-        ``action`` may return :class:`Blocked`: the task then waits, and the action is retried
-        when the task is stepped again.  Outside a task of this scheduler, ``action`` just runs.
+        ``request`` is the call as data (a ``_calls`` request: its ``text()`` is what a trace
+        shows), or plain text; ``reply`` turns what ``action`` returned into the data recorded
+        (plain data by default).  ``action`` may return :class:`Blocked`: the task then waits,
+        and the action is retried when the task is stepped again.  Outside a task of this
+        scheduler, ``action`` just runs.
         """
         task = _context.current_task()
         if task is None or task.scheduler is not self:
@@ -323,6 +331,10 @@ class Scheduler:
             raise Cancelled()
         if task.in_point:  # a point inside a point (a pipeline loading its scripts): one step
             return _unblocked(action())
+        if isinstance(request, str):
+            text, request = request, None
+        else:
+            text = request.text()
         while True:
             if task.budget <= 0:
                 task.pending = text
@@ -335,16 +347,16 @@ class Scheduler:
             try:
                 outcome = action()
             except Exception as exc:
-                self._log_call(task, system, text, f"raised {type(exc).__name__}: {exc}")
+                self._log_call(task, system, text, request, error=Raised(type(exc).__name__, str(exc)))
                 raise
             finally:
                 task.in_point = False
             if isinstance(outcome, Blocked):
-                self._log_call(task, system, text, f"blocked{': ' + outcome.reason if outcome.reason else ''}")
+                self._log_call(task, system, text, request, blocked=outcome.reason)
                 self._wait(task, outcome)
                 continue
             task.timed_out = False
-            self._log_call(task, system, text, render_result(outcome))
+            self._log_call(task, system, text, request, reply=reply(outcome))
             return outcome
 
     def sleep(self, seconds: float) -> None:
@@ -368,7 +380,7 @@ class Scheduler:
                 )
             task.op_waited += self.clock.advance_to(wake)
 
-        self.point("sleep", f"sleep({seconds:g})", wake_up)
+        self.point("sleep", Sleep(seconds), wake_up)
 
     def hang(self, task: Task, kind: str, message: str) -> None:
         """Report from inside ``task`` that it can never finish; parks it until cancelled."""
@@ -413,15 +425,11 @@ class Scheduler:
             task.waiting_on = None
             task.deadline = None
 
-    def _log_call(self, task: Task, system: str, text: str, result: str) -> None:
+    def _log_call(self, task: Task, system: str, text: str, request: Any, **outcome: Any) -> None:
+        """Log a call: its data, and ``text`` (``request.text()``, rendered once per point)."""
         self.log(
-            Call,
-            client=task.client,
-            actor=task.name,
-            op=task.op,
-            system=system,
-            command=text,
-            result=result,
+            Call, client=task.client, actor=task.name, op=task.op, system=system, command=text, request=request,
+            **outcome,
         )
 
     def actors(self) -> list[Task]:
@@ -479,13 +487,3 @@ def _interrupt(task: Task) -> None:
     ident = task._thread.ident
     if ident is not None and task._thread.is_alive():
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(Cancelled))
-
-
-def render_result(value: Any, limit: int = 160) -> str:
-    """A short, deterministic rendering of a command's result for the history."""
-    if value is None:
-        return "nil"
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "backslashreplace")
-    text = printable(repr(value))  # a repr can still hold control characters (a custom __repr__)
-    return text if len(text) <= limit else text[: limit - 1] + "…"

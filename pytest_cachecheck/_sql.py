@@ -20,11 +20,12 @@ import sqlite3
 from typing import Any, Iterator, Protocol, Sequence
 
 from . import _context
-from ._printable import printable
+from ._calls import PLACEHOLDER, Rows, Statement, to_data
+from ._calls import render_statement as render_statement  # re-exported: its home before ``_calls``
 from ._scheduler import Blocked, Scheduler, Task, Waitable
 from .history import INJECTED
 
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
+_PLACEHOLDER = PLACEHOLDER
 
 
 def to_qmark(sql: str, params: Any) -> str:
@@ -38,33 +39,6 @@ def to_qmark(sql: str, params: Any) -> str:
         return f":{match.group(1)}" if match.group(1) else "?"
 
     return _PLACEHOLDER.sub(swap, sql)
-
-
-def _literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "backslashreplace")
-    text = str(value)
-    if text.isprintable():
-        return "'" + text.replace("'", "''") + "'"
-    # Control characters are never shown raw: PostgreSQL's escape-string form, E'a\x00b\n'.
-    return "E'" + printable(text.replace("\\", "\\\\")).replace("'", "''") + "'"
-
-
-def render_statement(sql: str, params: Any) -> str:
-    """The statement with its parameters inlined, on one line, for the history."""
-    flat = printable(" ".join(sql.split()))
-    if params is None:
-        return flat
-    if isinstance(params, dict):
-        return _PLACEHOLDER.sub(
-            lambda m: "%" if m.group(0) == "%%" else _literal(params.get(m.group(1))), flat
-        )
-    values = iter(params)
-    return _PLACEHOLDER.sub(lambda m: "%" if m.group(0) == "%%" else _literal(next(values, None)), flat)
 
 
 class WriteLock(Waitable):
@@ -200,10 +174,10 @@ class ScheduledConnection:
         return self.cursor().execute(sql, params)
 
     def commit(self) -> None:
-        self.scheduler.point("sql", "COMMIT", lambda: self.driver.end(self, commit=True))
+        self.scheduler.point("sql", _COMMIT, lambda: self.driver.end(self, commit=True))
 
     def rollback(self) -> None:
-        self.scheduler.point("sql", "ROLLBACK", lambda: self.driver.end(self, commit=False))
+        self.scheduler.point("sql", _ROLLBACK, lambda: self.driver.end(self, commit=False))
 
     def close(self) -> None:
         self.driver.release(self)
@@ -219,10 +193,8 @@ class ScheduledConnection:
             self.rollback()
 
     def _run(self, sql: str, params: Any, *, many: bool) -> Result:
-        text = render_statement(sql, params[0] if many and params else params)
-        if many:
-            text += f" (x{len(params)})"
-        return self.scheduler.point("sql", text, lambda: self._run_or_fail(sql, params, many))
+        statement = Statement(sql, to_data(params), many)
+        return self.scheduler.point("sql", statement, lambda: self._run_or_fail(sql, params, many), reply=_rows)
 
     fail_next = False
     """Set by the ``error`` fault: the next statement raises the driver's OperationalError."""
@@ -251,6 +223,18 @@ class ScheduledConnection:
             if mapped is None:
                 raise
             raise mapped from exc
+
+
+_COMMIT = Statement("COMMIT")
+_ROLLBACK = Statement("ROLLBACK")
+
+
+def _rows(result: Any) -> Any:
+    """What a statement returned, as the history keeps it: its rows (or rowcount) as data."""
+    if not isinstance(result, Result):
+        return to_data(result)
+    rows = None if result.rows is None else tuple(tuple(to_data(value) for value in row) for row in result.rows)
+    return Rows(rows, result.rowcount)
 
 
 def fetch_whole(cursor: Any) -> Result:

@@ -29,8 +29,17 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, TypeVar, Union
 
+from ._calls import Batch, Command, LockPoint, Raised, Request, Rows, Sleep, Statement, decode, encode, outcome_text
+
 __all__ = [
+    "Batch",
     "Call",
+    "Command",
+    "LockPoint",
+    "Raised",
+    "Rows",
+    "Sleep",
+    "Statement",
     "Complete",
     "Event",
     "History",
@@ -96,9 +105,20 @@ class Complete:
 class Call:
     """One scheduling point executed: a Redis command, SQL statement or commit, sleep, or lock.
 
-    ``system`` is ``redis``, ``sql``, ``sleep`` or ``lock``; ``command`` and ``result`` are
-    rendered text (``SETEX user:u1 3600 '{"name": "u1.v0"}'``).  ``op`` is the operation the task
-    was running, or ``None`` for setup and background work.
+    ``system`` is ``redis``, ``sql``, ``sleep`` or ``lock`` (``fault`` and ``hazard`` for what
+    the harness records itself).  ``op`` is the operation the task was running, or ``None`` for
+    setup and background work.
+
+    The call as data: ``request`` is what was asked (a :class:`Command`, :class:`Batch`,
+    :class:`Statement`, :class:`Sleep` or :class:`LockPoint`; ``None`` for a call recorded as
+    text only); the outcome is ``reply`` (what it returned, as data: str, bytes, int, float,
+    list, :class:`Rows`...), or ``error`` (a :class:`Raised`), or ``blocked`` (the reason the
+    point found its resource taken; the task then waits and the call is tried again).
+
+    ``command`` and ``result`` are the text a trace shows (``SETEX user:u1 3600 '{"name":
+    "u1.v0"}'``): rendered from the data when not given.  Invariant: a call with a ``request``
+    has exactly the text its data renders to, so the data alone (:meth:`History.to_json`)
+    rebuilds an equal call.
     """
 
     step: int
@@ -107,8 +127,34 @@ class Call:
     actor: str
     op: int | None
     system: str
-    command: str
-    result: str
+    command: str = None  # type: ignore[assignment]  # rendered from ``request`` when None
+    result: str = None  # type: ignore[assignment]  # rendered from the outcome when None
+    request: Request | None = dataclasses.field(default=None, hash=False)
+    reply: Any = dataclasses.field(default=None, hash=False)
+    error: Raised | None = None
+    blocked: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.command is None:
+            object.__setattr__(self, "command", self.request.text() if self.request is not None else "")
+        if self.result is None:
+            object.__setattr__(self, "result", outcome_text(self.reply, self.error, self.blocked))
+
+    @property
+    def commands(self) -> tuple[Command, ...]:
+        """The Redis commands this call sent: one, several for a :class:`Batch`, none for SQL,
+        sleeps, locks and calls recorded as text only."""
+        request = self.request
+        if type(request) is Command:
+            return (request,)
+        if type(request) is Batch:
+            return request.commands
+        return ()
+
+    @property
+    def keys(self) -> tuple[Any, ...]:
+        """Every key this call's Redis commands name, as the layer named them, in order."""
+        return tuple(key for command in self.commands for key in command.keys)
 
 
 @dataclass(frozen=True)
@@ -118,6 +164,13 @@ class Probe:
     ``observed`` is what the layer returned; ``source`` is what the source of truth holds.  The
     harness probes once at quiescence, then again after each jump of the clock to the cache's
     next expiry, until they agree or nothing is left to expire.
+
+    ``time`` is when the probe was recorded, after the layer's read returned; ``began`` is when
+    that read began, before any work of the layer's own (a lock wait, a sleep) moved the clock.
+    ``expired`` is the expiry deadline the clock last jumped past before this probe: the last
+    instant the entry that expired then still existed (a key is gone only once the clock is
+    strictly past its deadline, as in Redis).  Both are ``None`` when not known (``began`` then
+    reads as ``time``; ``expired`` as "no jump").
     """
 
     step: int
@@ -125,9 +178,19 @@ class Probe:
     key: str
     observed: str | None
     source: str | None
+    began: float | None = None
+    expired: float | None = None
+
+    @property
+    def start(self) -> float:
+        """When the probe's read began (``time`` for a probe recorded without ``began``)."""
+        return self.time if self.began is None else self.began
 
 
 Event = Union[Invoke, Complete, Call, Probe]
+
+SCHEMA = "cachecheck-history/1"
+"""The version :meth:`History.to_json` writes; :meth:`History.from_json` refuses any other."""
 T = TypeVar("T")
 
 _EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (Invoke, Complete, Call, Probe)}
@@ -191,9 +254,7 @@ class History:
         A history is immutable, so a view derived from it never goes stale: checkers share the
         indices they build (per key, per operation) instead of rescanning the events.  ``name``
         must say what ``build`` computes; the views are no part of equality or serialisation.
-        Views are built with the cyclic garbage collector paused: they allocate an object or two
-        per event, none in a cycle, and the collector would otherwise rescan the whole history
-        many times over while a view of a million operations is built.
+        Views are built under :func:`paused_collector`.
         """
         views = self.__dict__.setdefault("_views", {})
         if name not in views:
@@ -277,17 +338,37 @@ class History:
     # Serialisation: a history can be saved and re-checked without re-running anything.
 
     def to_json(self) -> str:
-        rows = [{"type": type(event).__name__, **dataclasses.asdict(event)} for event in self.events]
-        return json.dumps(rows, indent=None, separators=(",", ":"))
+        """The history as JSON: ``{"schema": "cachecheck-history/1", "events": [...]}``.
+
+        Each event is an object of its fields plus ``"type"``.  A call with a ``request`` is
+        written as data alone (its text is rendered again when read); values JSON lacks (bytes,
+        tuples, sets, non-string keys) are tagged one-key objects, so :meth:`from_json` gives
+        back an equal history, binary values included.
+        """
+        rows = [_row(event) for event in self.events]
+        return json.dumps({"schema": SCHEMA, "events": rows}, indent=None, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "History":
+        """The history :meth:`to_json` wrote (also the earlier bare list of text-only events)."""
+        data = json.loads(text)
+        if isinstance(data, dict):
+            if data.get("schema") != SCHEMA:
+                raise ValueError(
+                    f"not a history this version of pytest-cachecheck reads: schema {data.get('schema')!r}, "
+                    f"expected {SCHEMA!r}"
+                )
+            rows = data["events"]
+        elif isinstance(data, list):
+            rows = data  # the first format: events with text-only calls, which still read as such
+        else:
+            raise ValueError(f"not a cachecheck history: a JSON {type(data).__name__}")
         events = []
-        for row in json.loads(text):
+        for row in rows:
             kind = row.pop("type")
             if kind not in _EVENT_TYPES:
                 raise ValueError(f"unknown history event type {kind!r}")
-            events.append(_EVENT_TYPES[kind](**row))
+            events.append(_EVENT_TYPES[kind](**{name: decode(value) for name, value in row.items()}))
         return cls(tuple(events))
 
     @classmethod
@@ -297,24 +378,45 @@ class History:
 
 @contextlib.contextmanager
 def paused_collector() -> Iterator[None]:
-    """Pause the cyclic garbage collector for the block, then file what it allocated as old.
+    """Pause the cyclic garbage collector for the block; after a bulk of allocations, file what
+    is young as old.
 
-    For code that builds or walks a history's views: it allocates objects by the million and
-    none in a cycle.  Collecting them would free nothing, yet the young generations' collections
-    would scan them all on their way to the oldest one (seconds, for a million operations).  So
-    they are moved there at once, which is what ``gc.freeze()`` then ``gc.unfreeze()`` does,
-    unless the process keeps frozen objects of its own.
+    For code that builds or walks a history's views: on a large history it allocates objects by
+    the million, none in a cycle.  Collecting them would free nothing, yet the young generations'
+    collections would scan them all on their way to the oldest one (seconds, for a million
+    operations).  So after more than ``_BULK`` allocations they are moved there at once, which
+    is what ``gc.freeze()`` then ``gc.unfreeze()`` does (unless the process keeps frozen objects
+    of its own).  Small blocks, an exploration's, leave the collector's rhythm alone.
     """
     running = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        if gc.get_freeze_count() == 0:
+        if gc.get_count()[0] > _BULK and gc.get_freeze_count() == 0:
             gc.freeze()
             gc.unfreeze()
         if running:
             gc.enable()
+
+
+_BULK = 100_000
+"""Objects allocated (net) in a :func:`paused_collector` block past which they are filed as old."""
+
+
+def _row(event: Event) -> dict[str, Any]:
+    """One event as a JSON object: its type and fields (a call's text left out when its data
+    renders it)."""
+    row: dict[str, Any] = {"type": type(event).__name__}
+    derived = type(event) is Call and event.request is not None  # type: ignore[union-attr]
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        if derived and field.name in ("command", "result"):
+            continue
+        if type(event) is Call and field.name in ("request", "reply", "error", "blocked") and value is None:
+            continue
+        row[field.name] = encode(value)
+    return row
 
 
 def _operation(invoke: Invoke, complete: Complete | None) -> Operation:

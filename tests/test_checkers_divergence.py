@@ -32,8 +32,8 @@ def _race(*, invalidations=("DEL user:u1",), fill=FILL, source_result="[('u1.v0'
     h.complete(read, value="u1.v0")  # 11
     h.complete(write)  # 12
     h.at(20).probe("u1", "u1.v0", "u1.v1")  # 13
-    if heal_after is not None:
-        h.at(20 + heal_after).probe("u1", "u1.v1", "u1.v1")  # 14
+    if heal_after is not None:  # the entry, filled at t=11 when u1.v1 was acknowledged, expires
+        h.at(11 + heal_after).probe("u1", "u1.v1", "u1.v1")  # 14
     return h
 
 
@@ -94,14 +94,14 @@ def test_persistence_is_measured_to_the_first_agreeing_probe():
     h.at(80).probe("u1", "u1.v1", "u1.v1")
     h.at(90).probe("u1", "u1.v1", "u1.v1")
     [finding] = divergence(h.build(), STRICT).findings
-    assert finding.figures == {"persists": 60.0}
+    assert finding.figures == {"persists": 80.0}  # from u1.v1's acknowledgement at t=0
 
 
 def test_strict_contract_rejects_even_a_divergence_that_heals_at_once():
     h = HistoryBuilder()
     h.setup("u1", "u1.v0")
-    h.write(1, "u1", "u1.v1")
-    h.at(20).probe("u1", "u1.v0", "u1.v1")
+    h.at(20).write(1, "u1", "u1.v1")
+    h.probe("u1", "u1.v0", "u1.v1")
     h.probe("u1", "u1.v1", "u1.v1")  # the entry expired at this very instant
     verdict = divergence(h.build(), STRICT)
     assert verdict.findings[0].figures == {"persists": 0.0}
@@ -207,7 +207,7 @@ def test_a_cached_absence_is_told_plainly():
     h.setup("u1", None)
     h.at(1).write(2, "u1", "u1.v1")  # steps 2-3
     h.at(5).probe("u1", None, "u1.v1")
-    h.at(35).probe("u1", "u1.v1", "u1.v1")
+    h.at(31).probe("u1", "u1.v1", "u1.v1")  # 30 s after u1.v1 was acknowledged
     [finding] = divergence(h.build(), STRICT).findings
     assert finding.message == (
         "a fresh read of u1 at quiescence returns nothing but the source holds u1.v1 "

@@ -1,9 +1,9 @@
 """The indexed checkers give exactly the verdicts of their former, quadratic definitions.
 
 ``_reference_*`` below are the checkers as they were written before they were indexed (one scan
-of the whole history per read, per probe, per write), kept here only as the specification the
-fast ones are held to: on every random history, each built-in property's verdict (status,
-findings with their messages, keys, steps and figures, and the verdict's figures) must be equal.
+of the whole history per read, per write), kept here only as the specification the fast ones are
+held to: on every random history, each of these properties' verdict (status, findings with their
+messages, keys, steps and figures, and the verdict's figures) must be equal.
 Histories come from the benchmark's simulation (``benchmarks/bench_check.py``) and from a raw
 generator that draws events with no layer behind them (reused values, overlapping operations of
 one client, completions never received), which reaches the corners a simulation rarely does.
@@ -11,6 +11,8 @@ one client, completions never received), which reaches the corners a simulation 
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import importlib.util
 import math
 import re
@@ -24,7 +26,7 @@ from hypothesis import strategies as st
 
 from pytest_cachecheck.checkers import divergence, durability, session, staleness
 from pytest_cachecheck.checkers._order import mentioning, mentions
-from pytest_cachecheck.checkers._words import clip, got, show, what, who, write_of
+from pytest_cachecheck.checkers._words import got, show, what, who, write_of
 from pytest_cachecheck.contract import Contract
 from pytest_cachecheck.history import (
     INJECTED,
@@ -44,12 +46,9 @@ bench_check = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench_check)
 synthetic_history = bench_check.synthetic_history
 
-CONTRACTS = [
-    Contract.strict(),
-    Contract.bounded(3),
-    Contract.best_effort(max_staleness=1),
-    Contract(max_staleness=0, session_guarantees=False),
-]
+CONTRACTS = [Contract.strict(), Contract.best_effort(max_staleness=3)]
+"""Between them, every finding's ``violates`` goes both ways: ages and persistences either side
+of 3 s, session guarantees and durability promised or not."""
 
 
 # The former definitions, verbatim but for their views of the history (computed here the way the
@@ -135,7 +134,7 @@ def _ref_stale_finding(read, writes, contract):
         if not newer:
             return None
         first = min(newer, key=lambda w: w.complete_step)
-        age = read.invoke_time - first.complete_time
+        age = round(read.invoke_time - first.complete_time, 6)
         options.append((age, len(newer), first))
     age, lag, first = min(options, key=lambda option: option[:2])
     message = (
@@ -224,110 +223,6 @@ def _reference_monotonic_reads(history, contract):
     return Verdict.of("monotonic-reads", findings, {"reads": len(reads), "backward_reads": len(findings)})
 
 
-def _reference_divergence(history, contract):
-    probes = _ref_probes(history)
-    if not probes:
-        return Verdict("divergence", "unknown")
-    by_key: dict[str, list[Probe]] = {}
-    for probe in probes:
-        by_key.setdefault(probe.key, []).append(probe)
-    findings = []
-    for key_probes in by_key.values():
-        first, later = key_probes[0], key_probes[1:]
-        if first.observed == first.source:
-            continue
-        healed = next((p for p in later if p.observed == p.source), None)
-        persists = math.inf if healed is None else healed.time - first.time
-        findings.append(_ref_divergence_finding(history, first, persists, contract))
-    figures = {
-        "probed_keys": len(by_key),
-        "diverged_keys": len(findings),
-        "longest_divergence": max((f.figures["persists"] for f in findings), default=0.0),
-    }
-    return Verdict.of("divergence", findings, figures)
-
-
-def _ref_divergence_finding(history, probe, persists, contract):
-    stale, fresh = probe.observed, probe.source
-    sources = _ref_producers(_ref_writes_of(_ref_operations(history), probe.key), fresh)
-    newest = max(sources, key=lambda w: w.invoke_step) if sources else None
-    fill = None
-    if probe.observed is not None:
-        fills = [c for c in _ref_calls(history) if c.system == "redis" and c.step < probe.step and _ref_mentions(c.command, probe.observed)]
-        fill = fills[-1] if fills else None
-    source_read = None
-    if fill is not None:
-        reads = [
-            c for c in _ref_calls(history)
-            if c.system == "sql" and c.client == fill.client and c.step < fill.step and _ref_mentions(c.result, stale)
-        ]
-        source_read = reads[-1] if reads else None
-    race = (
-        newest is not None and fill is not None and source_read is not None
-        and newest.client != SETUP_CLIENT
-        and (newest.complete_step is None or source_read.step < newest.complete_step)
-    )
-    if race:
-        calls = [c for c in _ref_calls(history) if c.op == newest.op]
-        updates = [c for c in calls if c.system == "sql"]
-        cache = [c for c in calls if c.system == "redis"]
-        writer = who(newest.client)
-        if updates:
-            wrote = f"{writer} updated the source (step {updates[-1].step})"
-        elif newest.written is None:
-            wrote = f"{writer} deleted {newest.key}"
-        else:
-            wrote = f"{writer} wrote {newest.written}"
-        if cache:
-            shown = [clip(c.command) for c in cache[:3]]
-            if len(cache) > 3:
-                shown.append("...")
-            label = "step" if len(cache) == 1 else "steps"
-            numbers = ", ".join(str(c.step) for c in cache)
-            verb = "invalidated" if all(c.command.split(" ", 1)[0].upper() in ("DEL", "UNLINK") for c in cache) else "updated"
-            wrote += f" and {verb} the cache ({'; '.join(shown)}, {label} {numbers})"
-        else:
-            wrote += " without touching the cache"
-        filler = who(fill.client)
-        message = (
-            f"{filler} read the source ({stale}) at step {source_read.step}, before {write_of(newest)}; "
-            f"{wrote}; {filler} then filled the cache with {stale} at step {fill.step} ({clip(fill.command)})."
-        )
-        steps = [source_read.step, fill.step, *(c.step for c in updates + cache)]
-    else:
-        if newest is None:
-            origin = ""
-        elif newest.client == SETUP_CLIENT:
-            origin = " (the initial value)"
-        else:
-            kind = "delete" if newest.written is None else "write"
-            if newest.acknowledged:
-                origin = f" ({who(newest.client)}'s {kind}, acknowledged at step {newest.complete_step})"
-            else:
-                origin = f" ({who(newest.client)}'s {kind}, never acknowledged)"
-        message = (
-            f"a fresh read of {probe.key} at quiescence returns {show(probe.observed)} "
-            f"but the source holds {show(probe.source)}{origin}"
-        )
-        steps = []
-        if newest is not None and newest.complete_step is not None:
-            steps.append(newest.complete_step)
-        if fill is not None:
-            message += (
-                f"; the last cache write carrying {probe.observed} was {who(fill.client)}'s "
-                f"{clip(fill.command)} at step {fill.step}"
-            )
-            steps.append(fill.step)
-        message += "."
-    ending = "and never heals on its own (no expiry)." if math.isinf(persists) else f"until the entry expires in {persists:g} s."
-    message += f" The cache disagrees with the source ({show(fresh)}) {ending}"
-    return Finding(
-        property="divergence", message=message, key=probe.key,
-        steps=tuple(sorted(set(steps) | {probe.step})), figures={"persists": persists},
-        violates=contract.is_strict or persists > contract.max_staleness,
-    )
-
-
 def _reference_durability(history, contract):
     if not _ref_probes(history):
         return [Verdict("lost-write", "unknown"), Verdict("reordering", "unknown")]
@@ -394,7 +289,6 @@ def _reference(history: History, contract: Contract) -> list[Verdict]:
         _reference_phantom_reads(history),
         _reference_read_your_writes(history, contract),
         _reference_monotonic_reads(history, contract),
-        _reference_divergence(history, contract),
         *_reference_durability(history, contract),
         _reference_errors(history),
     ]
@@ -416,12 +310,21 @@ def _indexed(history: History, contract: Contract) -> list[Verdict]:
 
 def assert_same_verdicts(history: History) -> list[Verdict]:
     """Every property's verdict equals the reference's, under every contract; returns the strict
-    verdicts so that a test can check the history was worth judging."""
+    verdicts so that a test can check the history was worth judging.
+
+    Divergence is left out: its definitions of a fill and of how long a divergence persists have
+    moved on since (its own tests pin them), and what made it quadratic, finding the calls that
+    mention a value, is :func:`mentioning`, held to :func:`mentions` below.
+    """
     assert history.operations() == _ref_operations(history)
+    assert history.calls == _ref_calls(history) and history.probes == _ref_probes(history)
+    for op in {call.op for call in history.calls}:
+        assert history.calls_of(op) == [call for call in _ref_calls(history) if call.op == op]
     for contract in CONTRACTS:
         fresh = History(history.events)  # nothing cached from a previous contract
-        for expected, actual in zip(_reference(history, contract), _indexed(fresh, contract), strict=True):
-            assert actual == expected, f"{expected.property} under {contract}"
+        indexed = {verdict.property: verdict for verdict in _indexed(fresh, contract)}
+        for expected in _reference(history, contract):
+            assert indexed[expected.property] == expected, f"{expected.property} under {contract}"
     return _indexed(history, CONTRACTS[0])
 
 
@@ -429,7 +332,8 @@ def assert_same_verdicts(history: History) -> list[Verdict]:
 
 
 def raw_history(seed: int, operations: int = 40) -> History:
-    """Operations of a few clients on two keys, with values drawn from a tiny pool (so reused,
+    """Operations of a few clients on two keys (and reads of a third that nothing writes), with
+    values drawn from a tiny pool (so reused,
     and read back as phantoms, other keys' values or nothing), overlapping freely (a client may
     have several in flight), ending ok, error, indeterminate or never; random calls and faults
     between them, and (usually) probes at the end."""
@@ -457,6 +361,8 @@ def raw_history(seed: int, operations: int = 40) -> History:
         roll = rng.random()
         if next_op <= operations and (roll < 0.4 or not in_flight):
             key, kind = rng.choice(keys), rng.choice(("read", "read", "write", "write", "delete"))
+            if rng.random() < 0.05:
+                key, kind = "c", "read"  # a key nothing writes, not even setup
             value = value_of(key) if kind == "write" else None
             emit(Invoke, client=rng.randint(1, 3), op=next_op, kind=kind, key=key, value=value)
             in_flight.append(events[-1])
@@ -502,21 +408,30 @@ def test_raw_histories_reach_every_kind_of_finding():
 
 SIMULATED = [
     dict(operations=120, clients=3, keys=1, noise=0.2, shared_clients=0.5),
-    dict(operations=200, clients=6, keys=3, noise=0.1),
-    dict(operations=300, clients=8, keys=2, noise=0.05, shared_clients=0.3),
+    dict(operations=200, clients=6, keys=20, noise=0.1),
+    dict(operations=250, clients=8, keys=2, noise=0.05, shared_clients=0.3),
     dict(operations=150, clients=4, keys=2, noise=0.1, quiescent=False),
 ]
+SEEDS = range(10)
 
 
 @pytest.mark.parametrize("shape", SIMULATED, ids=lambda shape: f"{shape['operations']}ops-{shape['keys']}keys")
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", SEEDS)
 def test_simulated_histories_get_the_former_verdicts(shape, seed):
     assert_same_verdicts(synthetic_history(seed=seed, **shape))
 
 
+def test_the_simulation_is_deterministic_and_exact_in_size():
+    history = synthetic_history(300, keys=3, seed=5, noise=0.1)
+    assert history == synthetic_history(300, keys=3, seed=5, noise=0.1)
+    assert history != synthetic_history(300, keys=3, seed=6, noise=0.1)
+    assert len(history.operations()) == 300
+    assert not synthetic_history(300, keys=3, seed=5, quiescent=False).probes
+
+
 def test_simulated_histories_reach_every_kind_of_finding():
     found: set[str] = set()
-    for seed in range(12):
+    for seed in SEEDS:
         for shape in SIMULATED:
             verdicts = _indexed(synthetic_history(seed=seed, **shape), CONTRACTS[0])
             found |= {v.property for v in verdicts if v.findings}
@@ -526,9 +441,43 @@ def test_simulated_histories_reach_every_kind_of_finding():
     }
 
 
+# The history's views.
+
+
+def test_views_leave_equality_and_the_collector_as_they_were():
+    history, twin, frozen = raw_history(1), raw_history(1), gc.get_freeze_count()
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            _indexed(History(history.events), Contract.strict())
+            _indexed(history, Contract.strict())
+            assert gc.isenabled() is enabled and gc.get_freeze_count() == frozen
+        finally:
+            gc.enable()
+    assert history == twin and history.to_json() == twin.to_json()
+
+
+def test_a_completion_never_invoked_is_refused():
+    history = History.of([Complete(step=0, time=0.0, client=1, op=7)])
+    with pytest.raises(ValueError, match="completion of op 7 that was never invoked"):
+        history.operations()
+    with pytest.raises(ValueError, match="completion of op 7 that was never invoked"):
+        staleness.stale_reads(history, Contract.strict())
+
+
+def test_a_reinvoked_op_starts_afresh():
+    history = History.of([
+        Invoke(step=0, time=0.0, client=1, op=1, kind="read", key="a"),
+        Complete(step=1, time=0.0, client=1, op=1, value="x"),
+        Invoke(step=2, time=0.0, client=1, op=1, kind="write", key="a", value="a.v1"),
+    ])
+    assert history.operations() == _ref_operations(history)
+    assert history.operations()[0].complete_step is None
+
+
 # The index behind divergence and durability: which calls mention which values.
 
-_TEXT = st.text(alphabet="ab.1 '_:-", max_size=12)
+_TEXT = st.text(alphabet="ab.1 '_:-\n", max_size=12)
 
 
 @settings(max_examples=300, deadline=None)
@@ -539,28 +488,56 @@ def test_mentioning_finds_exactly_what_mentions_finds(texts, tokens):
     assert found == {token: [c for c in calls if mentions(c.command, token)] for token in tokens}
 
 
+def test_mentioning_skips_a_token_inside_a_longer_run():
+    calls = [Call(1, 0.0, 1, "c1", None, "redis", "SET k xu1.v1", ""), Call(2, 0.0, 1, "c1", None, "redis", "SET k xu1.v1 u1.v1", "")]
+    assert [call.step for call in mentioning(calls, ["u1.v1"], lambda call: call.command)["u1.v1"]] == [2]
+
+
 # Growth: a history ten times longer takes about ten times longer, not a hundred.
 
 
+def _tiled(history: History, times: int, *, same_keys: bool) -> History:
+    """``history`` run ``times`` times over, one copy after another: steps, times and op ids
+    shifted, values renamed per copy (so still unique), keys renamed per copy unless
+    ``same_keys`` (then every key's own history grows ``times``-fold too)."""
+    last = history.events[-1]
+    events = []
+    for copy in range(times):
+        step, clock, ops = copy * (last.step + 1), copy * (last.time + 1), copy * 1_000_000
+
+        def renamed(value, copy=copy):
+            return None if value is None else f"{value}~{copy}"
+
+        key = (lambda key: key) if same_keys else (lambda key, copy=copy: f"{key}~{copy}")
+        for event in history.events:
+            shifted = {"step": event.step + step, "time": event.time + clock}
+            if isinstance(event, Invoke):
+                shifted.update(op=event.op + ops, key=key(event.key), value=renamed(event.value))
+            elif isinstance(event, Complete):
+                shifted.update(op=event.op + ops, value=renamed(event.value))
+            elif isinstance(event, Call):
+                shifted.update(op=None if event.op is None else event.op + ops)
+            elif isinstance(event, Probe):
+                continue  # one quiescence, at the very end
+            events.append(dataclasses.replace(event, **shifted))
+    return History.of(events)
+
+
 def _seconds_to_check(history: History) -> float:
-    started = time.perf_counter()
-    _indexed(history, Contract.strict())
-    return time.perf_counter() - started
+    """The best of three, each on a fresh copy (nothing cached)."""
+    best = math.inf
+    for _ in range(3):
+        fresh = History(history.events)
+        started = time.perf_counter()
+        _indexed(fresh, Contract.strict())
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
-def test_checking_grows_with_the_history_not_its_square():
-    small = synthetic_history(2_000, seed=1)
-    large = synthetic_history(20_000, seed=1)
-    _seconds_to_check(History(small.events))  # warm up
-    ratio = _seconds_to_check(History(large.events)) / max(_seconds_to_check(History(small.events)), 1e-3)
+@pytest.mark.parametrize("same_keys", [False, True], ids=["many keys", "each key ten times longer"])
+def test_checking_grows_with_the_history_not_its_square(same_keys):
+    base = synthetic_history(2_000, keys=4, seed=1)
+    small, large = _tiled(base, 2, same_keys=same_keys), _tiled(base, 20, same_keys=same_keys)
+    ratio = _seconds_to_check(large) / _seconds_to_check(small)
     # Linear growth gives about 10 (log factors and noise a little more); quadratic, 100.
     assert ratio < 30, f"checking 10x the operations took {ratio:.0f}x as long"
-
-
-def test_a_single_hot_key_is_no_worse():
-    """Every operation on one key (the per-key partition does not help): still quasi-linear."""
-    small = synthetic_history(2_000, keys=1, seed=2)
-    large = synthetic_history(20_000, keys=1, seed=2)
-    _seconds_to_check(History(small.events))
-    ratio = _seconds_to_check(History(large.events)) / max(_seconds_to_check(History(small.events)), 1e-3)
-    assert ratio < 30, f"checking 10x the operations of one key took {ratio:.0f}x as long"

@@ -7,6 +7,9 @@ stale result without ever running.  ``queued-write-behind`` then removed a queue
 ``UPDATE`` never ran: "client 1's write of u1.v1 ... reached the source, but was overwritten by
 an older value".  Whether an exploration reached that interleaving depended on what ran beside it.
 
+The soak (``benchmarks/soak_real.py``) then found a false ``reordering`` that did reproduce:
+two flushers taking turns on PostgreSQL's row locks outlasted the rounds of draining.
+
 Invariants pinned here: the fault never fires on the retry of a statement already issued, on
 either backend, and both backends give the same run; and what the harness does while a statement
 is in flight is decided by the server's locks, never by the wall clock (a statement that waits
@@ -108,6 +111,35 @@ def test_a_statement_in_flight_answers_only_itself_so_the_correct_layer_loses_no
     assert on_sqlite.replace("write lock held by", "row lock held by") == traces[0]
 
 
+@needs_db
+def test_two_flushers_taking_turns_on_a_row_lock_are_drained_to_the_end(world):
+    """Found by ``benchmarks/soak_real.py`` (seed 2045): on PostgreSQL an ``UPDATE`` that waited
+    and then matched nothing still locks the row, so the two flushers block each other in turn
+    and get one item further per round of draining; a bound on rounds left the newest write in
+    flight at quiescence, a false ``reordering``."""
+    backend = postgres_backend()
+    try:
+        run = Run(QUEUED, RunConfig(), backend)
+        try:
+            for client in (1, 2, 2, 2):
+                run.start(client, "write", "u1")
+            run.start(1, "write", "u1", pause_after=1)
+            run.start(1, "write", "u1", pause_after=2)
+            run.start(2, "write", "u1", pause_after=1)
+            for pause in (1, 1, 2):  # c2's flusher applies the first item and pauses before COMMIT
+                run.background(2, pause)
+            run.quiesce()
+            history = run.history()
+        finally:
+            run.close()
+    finally:
+        backend.close()
+    turns = [call for call in history.calls if call.result.startswith("blocked: row lock")]
+    assert len(turns) >= 10  # they did take turns, many times
+    assert [probe.source for probe in history.probes if probe.key == "u1"] == ["u1.v7"]
+    assert [v.property for v in check(history, QUEUED.contract) if v.status == "violated"] == []
+
+
 class Writer:
     """Writes its row in one statement and commits: it waits only for what locks that row."""
 
@@ -142,15 +174,17 @@ def test_a_statement_waiting_outside_the_runs_clients_is_the_server_not_answerin
     backend = postgres_backend()
     try:
         run = Run(target(Writer), RunConfig(watchdog=30.0), backend)
-        with outside_lock(backend.source.schema):
-            run.start(1, "write", "u1")  # waits for the outside session: never "blocked by" a client
-        [update] = [call for call in run.history().calls if call.command.startswith("UPDATE")]
-        assert update.result.startswith("raised ConnectionTimeout: timeout expired")
-        fault = classify_call(update)
-        assert fault is not None and fault.system == "sql" and fault.what.startswith("stopped answering")
-        run.close()
+        try:
+            with outside_lock(backend.source.schema):
+                run.start(1, "write", "u1")  # waits for the outside session: never "blocked by" a client
+        finally:
+            run.close()
     finally:
         backend.close()
+    [update] = [call for call in run.history().calls if call.command.startswith("UPDATE")]
+    assert update.result.startswith("raised ConnectionTimeout: timeout expired")
+    fault = classify_call(update)
+    assert fault is not None and fault.system == "sql" and fault.what.startswith("stopped answering")
 
 
 @needs_db

@@ -77,10 +77,10 @@ def test_a_build_that_raises_names_the_target_and_the_fix():
 
 def test_the_public_surface_is_small_and_deliberate():
     assert sorted(pytest_cachecheck.__all__) == [
-        "Budget", "CachecheckFailure", "Call", "Complete", "Contract", "EnvironmentFailure", "Finding", "History",
-        "Invoke", "Operation", "Probe", "Report", "RunConfig", "Servers", "Source", "Target", "TargetError",
-        "Verdict", "check", "explore", "hookimpl",
+        "Budget", "CachecheckFailure", "Call", "Complete", "Contract", "ENTRY", "EnvironmentFailure", "Finding",
+        "History", "Invoke", "KeyRoles", "LOCK", "OTHER", "Operation", "Probe", "QUEUE", "Report", "RunConfig",
+        "Servers", "Source", "Target", "TargetError", "Verdict", "check", "explore", "hookimpl", "key_roles",
     ]
-    for name in set(pytest_cachecheck.__all__) - {"hookimpl"}:  # hookimpl is pluggy's marker
+    for name in set(pytest_cachecheck.__all__) - {"hookimpl", "ENTRY", "LOCK", "OTHER", "QUEUE"}:  # role names: str  # hookimpl is pluggy's marker
         assert getattr(pytest_cachecheck, name).__module__.startswith("pytest_cachecheck")
     assert pytest_cachecheck.hookimpl.project_name == "cachecheck"

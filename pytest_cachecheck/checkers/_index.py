@@ -11,8 +11,9 @@ Two facts carry every shortcut:
 
 * the writes of a value a read may have seen (:func:`._order.seen_by`) are a prefix, in
   invocation order, of the writes of that value;
-* a write supersedes every write of a set exactly when it was invoked after the last of them
-  completed; it supersedes one of them exactly when invoked after the first of them completed.
+* a write supersedes every write of a set exactly when it was invoked after the latest
+  completion among them, and some write of the set exactly when it was invoked after the
+  earliest.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import math
 from bisect import bisect_right
 from typing import Callable, NamedTuple, TypeVar
 
-from ..history import SETUP_CLIENT, History, paused_collector
+from ..history import SETUP_CLIENT, Call, History, paused_collector
 
-__all__ = ["INF", "Index", "KeyWrites", "Op", "Seen", "in_bulk", "index"]
+__all__ = ["INF", "Index", "KeyWrites", "Op", "Seen", "calls_of", "in_bulk", "index"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -33,8 +34,8 @@ INF = math.inf
 
 class Op(NamedTuple):
     """An operation as the checkers read it: :class:`~pytest_cachecheck.history.Operation`'s
-    fields and properties in a tuple, which costs a fifth as much to build by the million as
-    the frozen dataclass (stories take either)."""
+    fields in a tuple, several times cheaper to build by the million than the frozen dataclass
+    (the stories in :mod:`._words` take either)."""
 
     op: int
     client: int
@@ -50,16 +51,8 @@ class Op(NamedTuple):
     error: str | None = None
 
     @property
-    def is_write(self) -> bool:
-        return self.kind in ("write", "delete")
-
-    @property
     def acknowledged(self) -> bool:
         return self.status == "ok"
-
-    def precedes(self, other: "Op") -> bool:
-        """Whether this operation completed before ``other`` was invoked (real-time order)."""
-        return self.complete_step is not None and self.complete_step < other.invoke_step
 
 
 class Seen(NamedTuple):
@@ -107,22 +100,34 @@ class KeyWrites:
         """:func:`._order.producers` of ``value`` among the key's writes."""
         return self.by_value.get(value, ())
 
-    def seen(self, read: Op) -> Seen | None:
-        """:func:`._order.seen_by` for an acknowledged ``read`` of this key (``None``: empty)."""
-        writes = self.by_value.get(read.observed)
-        if not writes:
-            return None
-        if len(writes) == 1:  # the usual case: values are unique per key
-            write = writes[0]
-            if read.complete_step < write.invoke_step:
-                return None
-            completed = INF if write.complete_step is None else write.complete_step
-            return Seen(1, write.invoke_step, completed, completed, write.client == SETUP_CLIENT)
-        invokes, earliest, latest, initial = self._run(read.observed)
-        count = bisect_right(invokes, read.complete_step)
-        if count == 0:
-            return None
-        return Seen(count, invokes[0], earliest[count - 1], latest[count - 1], initial[count - 1])
+    def seen(self, reads: list[Op]) -> list[Seen | None]:
+        """:func:`._order.seen_by` for each of ``reads`` (acknowledged reads of this key),
+        summarised; ``None`` where it is empty."""
+        found: list[Seen | None] = []
+        shared: dict[str | None, Seen] = {}  # the usual case: one write of the value
+        for read in reads:
+            writes = self.by_value.get(read.observed)
+            if not writes:
+                found.append(None)
+            elif len(writes) == 1:
+                if read.complete_step < writes[0].invoke_step:
+                    found.append(None)
+                    continue
+                seen = shared.get(read.observed)
+                if seen is None:
+                    write = writes[0]
+                    completed = INF if write.complete_step is None else write.complete_step
+                    seen = Seen(1, write.invoke_step, completed, completed, write.client == SETUP_CLIENT)
+                    shared[read.observed] = seen
+                found.append(seen)
+            else:
+                invokes, earliest, latest, initial = self._run(read.observed)
+                count = bisect_right(invokes, read.complete_step)
+                last = count - 1
+                found.append(
+                    Seen(count, invokes[0], earliest[last], latest[last], initial[last]) if count else None
+                )
+        return found
 
     def latest_completion(self, value: str | None) -> float:
         """The largest completion step among the writes of ``value`` (``inf`` if one never
@@ -205,6 +210,8 @@ class KeyWrites:
         return self._own.get(client, _NONE_OWN)
 
 
+_new_op = functools.partial(tuple.__new__, Op)
+"""``Op`` from a tuple of all its fields, without the Python-level ``Op.__new__``."""
 _NONE_OWN: tuple[list[int], list[int], list[Op]] = ([], [], [])
 _NO_WRITES = KeyWrites([])
 
@@ -219,37 +226,40 @@ class Index:
     """
 
     def __init__(self, history: History) -> None:
-        self.operations = [
-            Op(i.op, i.client, i.kind, i.key, i.step, i.time, i.value)
-            if c is None
-            else Op(i.op, i.client, i.kind, i.key, i.step, i.time, i.value, c.step, c.time, c.status, c.value, c.error)
-            for i, c in history.joined()  # each invoke and its completion
-        ]
-        self.reads: list[Op] = []
-        self.reads_of: dict[str, list[int]] = {}
+        operations: list[Op] = []
+        reads: list[Op] = []
+        reads_of: dict[str, list[int]] = {}
         writes: dict[str, list[Op]] = {}
-        for op in self.operations:
-            kind = op.kind
+        for i, c in history.joined():  # each invoke, and its completion or None
+            if c is None:
+                op = _new_op((i.op, i.client, i.kind, i.key, i.step, i.time, i.value, None, None, None, None, None))
+            else:
+                op = _new_op((
+                    i.op, i.client, i.kind, i.key, i.step, i.time, i.value,
+                    c.step, c.time, c.status, c.value, c.error,
+                ))
+            operations.append(op)
+            kind = i.kind
             if kind == "read":
-                if op.status == "ok":
-                    positions = self.reads_of.get(op.key)
+                if c is not None and c.status == "ok":
+                    positions = reads_of.get(i.key)
                     if positions is None:
-                        self.reads_of[op.key] = [len(self.reads)]
+                        reads_of[i.key] = [len(reads)]
                     else:
-                        positions.append(len(self.reads))
-                    self.reads.append(op)
-            elif kind == "write" or kind == "delete":  # Op.is_write, inlined
-                same = writes.get(op.key)
+                        positions.append(len(reads))
+                    reads.append(op)
+            elif kind == "write" or kind == "delete":  # Operation.is_write
+                same = writes.get(i.key)
                 if same is None:
-                    writes[op.key] = [op]
+                    writes[i.key] = [op]
                 else:
                     same.append(op)
+        self.operations, self.reads, self.reads_of = operations, reads, reads_of
         self.keys = {key: KeyWrites(key_writes) for key, key_writes in writes.items()}
-        self.seen: list[Seen | None] = [None] * len(self.reads)
-        for key, positions in self.reads_of.items():
-            key_writes = self.writes(key)
-            for position in positions:
-                self.seen[position] = key_writes.seen(self.reads[position])
+        self.seen: list[Seen | None] = [None] * len(reads)
+        for key, positions in reads_of.items():
+            for position, seen in zip(positions, self.writes(key).seen([reads[p] for p in positions])):
+                self.seen[position] = seen
 
     def writes(self, key: str) -> KeyWrites:
         return self.keys.get(key, _NO_WRITES)
@@ -260,11 +270,28 @@ def index(history: History) -> Index:
     return history.cached("checkers index", Index)
 
 
+def calls_of(history: History, system: str) -> list[Call]:
+    """The history's calls of ``system`` (``redis``, ``sql``, ``fault``...) in step order,
+    partitioned on first use and kept with the history (do not mutate)."""
+    return history.cached("checkers calls by system", _calls_by_system).get(system, [])
+
+
+def _calls_by_system(history: History) -> dict[str, list[Call]]:
+    by_system: dict[str, list[Call]] = {}
+    for call in history.calls:
+        calls = by_system.get(call.system)
+        if calls is None:
+            by_system[call.system] = [call]
+        else:
+            calls.append(call)
+    return by_system
+
+
 def in_bulk(checker: F) -> F:
-    """``checker``, run with the cyclic garbage collector paused (see
-    :func:`~pytest_cachecheck.history.paused_collector`): on a history of a million operations
-    a full collection, triggered by what a checker allocates, rescans millions of events and
-    can cost more than the checker itself."""
+    """``checker``, run with the cyclic garbage collector paused, and what it allocated filed as
+    old afterwards (see :func:`~pytest_cachecheck.history.paused_collector`): on a history of a
+    million operations, each collection a checker's allocations trigger rescans millions of
+    objects and can cost more than the checker itself."""
 
     @functools.wraps(checker)
     def judge(*args, **kwargs):

@@ -19,7 +19,7 @@ import re
 from bisect import bisect_right
 from itertools import accumulate
 from operator import add
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ..history import Call, Operation
 
@@ -109,15 +109,8 @@ def mentioning(
     calls = list(calls) if found else []
     bodies = list(map(text, calls))
     if anchored:
-        joined = "\n".join(bodies)
-        # Where each body starts in ``joined``: the lengths before it, plus one newline each.
-        starts = list(map(add, accumulate(map(len, bodies), initial=0), range(len(bodies))))
-        for match in re.finditer(f"(?:{_trie(anchored)})(?![\\w.])", joined):
-            begin = match.start()
-            if begin and _WORD.match(joined, begin - 1):
-                continue  # the end of a longer run, not a run
-            i = bisect_right(starts, begin) - 1
-            run = match.group()
+        pattern = re.compile(f"(?:{_trie(anchored)})(?![\\w.])")
+        for i, run in _whole_runs(bodies, pattern):
             for token in anchored[run]:
                 mentioned = found[token]
                 if (not mentioned or mentioned[-1] is not calls[i]) and (
@@ -127,6 +120,27 @@ def mentioning(
     for token in loose:
         found[token] = [call for call, body in zip(calls, bodies) if token in body and mentions(body, token)]
     return found
+
+
+def _whole_runs(bodies: list[str], pattern: re.Pattern) -> Iterator[tuple[int, str]]:
+    """``(i, run)`` for every whole run of word characters and dots in ``bodies[i]`` that
+    ``pattern`` matches entirely, in order; ``pattern`` must not match across a newline."""
+    joined = "\n".join(bodies)
+    # Which body a match lies in: count the newlines before it, unless a body holds its own.
+    counted = joined.count("\n") == len(bodies) - 1
+    if not counted:
+        starts = list(map(add, accumulate(map(len, bodies), initial=0), range(len(bodies))))
+    line = counted_to = 0
+    for match in pattern.finditer(joined):
+        begin = match.start()
+        if begin and _WORD.match(joined, begin - 1):
+            continue  # the end of a longer run, not a run
+        if counted:
+            line += joined.count("\n", counted_to, begin)
+            counted_to = begin
+            yield line, match.group()
+        else:
+            yield bisect_right(starts, begin) - 1, match.group()
 
 
 def _trie(words: Iterable[str]) -> str:

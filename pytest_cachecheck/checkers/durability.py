@@ -27,7 +27,7 @@ from ..contract import Contract
 from ..history import Call, History
 from ..hooks import hookimpl
 from ..verdict import Finding, Verdict
-from ._index import Op, in_bulk, index
+from ._index import Op, calls_of, in_bulk, index
 from ._order import mentioning
 from ._words import show, who, write_of
 
@@ -54,8 +54,6 @@ def lost_writes(history: History, contract: Contract) -> list[Verdict]:
     final: dict[str, str | None] = {}
     for probe in history.probes:
         final.setdefault(probe.key, probe.source)
-    calls = history.calls
-    faults = [call for call in calls if call.system == "fault"]
     suspects: list[tuple[str, str | None, Op, Op]] = []
     for key, value in final.items():
         writes = idx.writes(key)
@@ -68,12 +66,14 @@ def lost_writes(history: History, contract: Contract) -> list[Verdict]:
                 continue  # not required, or the source ends on it
             if write.invoke_step > last_end:  # every write the source may end on is older
                 suspects.append((key, value, write, ending[0]))
-    sql = [call for call in calls if call.system == "sql"] if suspects else []
-    reaching = mentioning(sql, {write.written for _, _, write, _ in suspects}, attrgetter("command"))
+    faults = calls_of(history, "fault") if suspects else []
+    statements = calls_of(history, "sql") if suspects else []
+    written = {write.written for _, _, write, _ in suspects}
+    in_source = {value for value, found in mentioning(statements, written, attrgetter("command")).items() if found}
     lost: list[Finding] = []
     reordered: list[Finding] = []
     for key, value, write, older in suspects:
-        reached = bool(reaching[write.written])
+        reached = write.written in in_source
         finding = Finding(
             property="reordering" if reached else "lost-write",
             message=_story(write, older, value, reached, faults),

@@ -50,14 +50,15 @@ def read_your_writes(history: History, contract: Contract) -> Verdict:
     client's writes of the key (see :meth:`._index.KeyWrites.own`).
     """
     idx = index(history)
+    reads, seen_of = idx.reads, idx.seen
     missed: list[tuple[int, Op]] = []  # (position in idx.reads, the own write missed)
     for key, positions in idx.reads_of.items():
         writes = idx.writes(key)
         for position in positions:
-            seen = idx.seen[position]
+            seen = seen_of[position]
             if seen is None or seen.latest_completion == INF:
                 continue
-            read = idx.reads[position]
+            read = reads[position]
             completions, max_invoke, own = writes.own(read.client)
             before = bisect_left(completions, read.invoke_step)  # own[:before] precede the read
             if before == 0 or max_invoke[before - 1] <= seen.latest_completion:
@@ -101,13 +102,15 @@ def monotonic_reads(history: History, contract: Contract) -> Verdict:
     back: list[tuple[int, int]] = []  # (later, earlier), positions in idx.reads
     for positions in idx.reads_of.values():
         by_client: dict[int, list[int]] = {}
-        for position in positions:
-            by_client.setdefault(idx.reads[position].client, []).append(position)
+        for position, read in zip(positions, map(idx.reads.__getitem__, positions)):
+            group = by_client.get(read.client)
+            if group is None:
+                by_client[read.client] = [position]
+            else:
+                group.append(position)
         for group in by_client.values():
             if len(group) > 1:
-                reads = [idx.reads[position] for position in group]
-                seen = [idx.seen[position] for position in group]
-                back.extend((group[later], group[earlier]) for later, earlier in _went_back(reads, seen))
+                back.extend(_went_back(idx.reads, idx.seen, group))
     back.sort()
     findings = [
         _backwards(idx.reads[earlier], idx.reads[later], idx.seen[earlier], idx.seen[later], contract)
@@ -116,43 +119,44 @@ def monotonic_reads(history: History, contract: Contract) -> Verdict:
     return Verdict.of("monotonic-reads", findings, {"reads": len(idx.reads), "backward_reads": len(findings)})
 
 
-def _went_back(reads: list[Op], seen: list[Seen | None]) -> list[tuple[int, int]]:
-    """For one client's reads of one key (invocation order): ``(later, earlier)`` for every read
-    that went back in time, with the latest-invoked earlier read that proves it.
+def _went_back(reads: list[Op], seen: list[Seen | None], group: list[int]) -> list[tuple[int, int]]:
+    """For one client's reads of one key (``group``, their positions in ``reads``, in
+    invocation order): ``(later, earlier)`` for every read that went back in time, with the
+    latest-invoked earlier read that proves it.
 
     The earlier read must have completed before the later one began, and its first candidate
-    been invoked after the later read's last candidate completed.  O(g log g) for g reads.
+    been invoked after the later read's last candidate completed.  When the reads ran one after
+    another (the usual case), every earlier read qualifies by time, and a stack of the earlier
+    reads not outdone by a later one (first candidates invoked ever earlier towards the top) is
+    searched by bisection; otherwise :func:`_went_back_overlapping` sweeps.  O(g log g).
     """
-    if all(reads[i].complete_step < reads[i + 1].invoke_step for i in range(len(reads) - 1)):
-        return _went_back_in_turn(seen)
-    return _went_back_overlapping(reads, seen)
-
-
-def _went_back_in_turn(seen: list[Seen | None]) -> list[tuple[int, int]]:
-    """:func:`_went_back` for reads that ran one after another, so that every earlier read
-    qualifies by time: a stack of the earlier reads not outdone by a later one (first
-    candidates invoked ever earlier towards the top), searched by bisection."""
     outdone: list[float] = []  # minus the first candidate's invoke step, ascending
-    positions: list[int] = []
+    stacked: list[int] = []
     found = []
-    for later, candidates in enumerate(seen):
+    completed = -INF
+    for later in group:
+        read, candidates = reads[later], seen[later]
+        if read.invoke_step < completed:
+            return _went_back_overlapping([reads[p] for p in group], [seen[p] for p in group], group)
+        completed = read.complete_step
         if candidates is None:
             continue
-        # The stack's entries whose first candidate was invoked after the later read's last
-        # candidate completed are its bottom ones; the topmost of them is the latest invoked.
+        # The stacked reads whose first candidate was invoked after this read's last candidate
+        # completed are the bottom ones; the topmost of them is the latest invoked.
         above = bisect_left(outdone, -candidates.latest_completion)
         if above:
-            found.append((later, positions[above - 1]))
+            found.append((later, stacked[above - 1]))
         while outdone and -outdone[-1] <= candidates.first_invoke:
             outdone.pop()
-            positions.pop()
+            stacked.pop()
         outdone.append(-candidates.first_invoke)
-        positions.append(later)
+        stacked.append(later)
     return found
 
 
-def _went_back_overlapping(reads: list[Op], seen: list[Seen | None]) -> list[tuple[int, int]]:
-    """:func:`_went_back` when some of the reads overlap (one client running two at once).
+def _went_back_overlapping(reads: list[Op], seen: list[Seen | None], group: list[int]) -> list[tuple[int, int]]:
+    """:func:`_went_back` when some of the reads overlap (one client running two at once);
+    ``reads`` and ``seen`` are the group's own.
 
     A sweep in invocation order.  An earlier read becomes eligible once it completed before the
     current one began; a max segment tree over invocation positions holds each eligible read's
@@ -181,7 +185,7 @@ def _went_back_overlapping(reads: list[Op], seen: list[Seen | None]) -> list[tup
         node, threshold = 1, seen[later].latest_completion
         while node < size:
             node = 2 * node + 1 if tree[2 * node + 1] > threshold else 2 * node
-        found.append((later, node - size))
+        found.append((group[later], group[node - size]))
     return found
 
 

@@ -12,7 +12,9 @@ of its interval, so the read may legitimately come either side of it.
   how many acknowledged writes it is behind.
 * The run's **stale window** is the largest age (``0.0`` when no read is stale).
 * A stale read violates the contract when the contract is strict, or when its age exceeds
-  ``contract.max_staleness``; otherwise it is kept as a figure.
+  ``contract.max_staleness`` (an age of exactly ``n`` passes ``Contract.bounded(n)``); otherwise
+  it is kept as a figure.  Ages are rounded to the microsecond, below Redis's millisecond
+  resolution, so that the float noise of summed virtual times never decides the bound.
 
 Several writes store ``None`` (every delete).  A read of ``None`` is stale only when it is stale
 whichever of them it saw, and its age and lag are taken from the most favourable one: a checker
@@ -56,6 +58,7 @@ def stale_reads(history: History, contract: Contract) -> Verdict:
     counts per key for the lags (see :class:`._index.KeyWrites`): O(n log n) in all.
     """
     idx = index(history)
+    reads, seen_of = idx.reads, idx.seen
     stale: list[tuple[int, Op, int]] = []  # (position in idx.reads, first newer write, lag)
     for key, positions in idx.reads_of.items():
         writes = idx.writes(key)
@@ -63,10 +66,10 @@ def stale_reads(history: History, contract: Contract) -> Verdict:
         found: list[tuple[int, Op]] = []
         queries: list[tuple[float, int]] = []
         for position in positions:
-            seen = idx.seen[position]
+            seen = seen_of[position]
             if seen is None:
                 continue  # Not attributable (a phantom read is judged by phantom-read).
-            read = idx.reads[position]
+            read = reads[position]
             first = first_from[bisect_right(invokes, seen.latest_completion)]
             if first is not None and first.complete_step < read.invoke_step:
                 found.append((position, first))
@@ -91,13 +94,19 @@ def stale_reads(history: History, contract: Contract) -> Verdict:
 def phantom_reads(history: History) -> Verdict:
     """The ``phantom-read`` verdict: reads of values that no write of their key stored."""
     idx = index(history)
+    phantoms = []
+    for key, positions in idx.reads_of.items():
+        writes = idx.writes(key)
+        for position in positions:
+            observed = idx.reads[position].observed
+            if observed in writes.by_value:
+                continue
+            if observed is None and not writes.has_setup:
+                continue  # Nothing records the key's state before the run: absent is plausible.
+            phantoms.append(position)
     findings = []
-    for read in idx.reads:
-        writes = idx.writes(read.key)
-        if read.observed in writes.by_value:
-            continue
-        if read.observed is None and not writes.has_setup:
-            continue  # Nothing records the key's state before the run: absent is plausible.
+    for position in sorted(phantoms):
+        read = idx.reads[position]
         findings.append(
             Finding(
                 property="phantom-read",
@@ -115,7 +124,7 @@ def phantom_reads(history: History) -> Verdict:
 def _stale_finding(read: Op, seen: Seen, first: Op, lag: int, contract: Contract) -> Finding:
     """The finding for a stale ``read``: ``first`` is the newer write acknowledged first, ``lag``
     how many newer writes were acknowledged before the read began."""
-    age = read.invoke_time - first.complete_time
+    age = round(read.invoke_time - first.complete_time, 6)  # float noise never decides the bound
     message = (
         f"{who(read.client)} read {read.key} at step {read.invoke_step} "
         f"(t={read.invoke_time:g} s) and got {got_value(read.observed, initial=seen.initial)}, "
