@@ -47,8 +47,8 @@ _spec.loader.exec_module(bench_check)
 synthetic_history = bench_check.synthetic_history
 
 CONTRACTS = [Contract.strict(), Contract.best_effort(max_staleness=3)]
-"""Between them, every finding's ``violates`` goes both ways: ages and persistences either side
-of 3 s, session guarantees and durability promised or not."""
+"""Between them, every finding's ``violates`` goes both ways: stale reads' ages either side of
+3 s, session guarantees and durability promised or not."""
 
 
 # The former definitions, verbatim but for their views of the history (computed here the way the

@@ -170,12 +170,11 @@ def _clues(history: History, probes: list[Probe]) -> list[_Clue]:
     * the calls of the newest write, when those two tell the race.
     """
     values = {probe.observed for probe in probes if probe.observed is not None}
-    roles = key_roles(history) if values else None
-    carrying = mentioning(
-        [call for call in calls_of(history, "redis") if _writes_an_entry(call, roles)] if values else [],
-        values,
-        attrgetter("command"),
-    )
+    # Only a command that writes an entry can be a fill: the few commands carrying a value are
+    # filtered after the search (and the keys' roles learnt only if there is one), not before.
+    candidates = mentioning(calls_of(history, "redis") if values else [], values, attrgetter("command"))
+    roles = key_roles(history) if any(candidates.values()) else None
+    carrying = {value: [call for call in found if _writes_an_entry(call, roles)] for value, found in candidates.items()}
     returning = mentioning(calls_of(history, "sql") if values else [], values, attrgetter("result"))
     step = attrgetter("step")
     idx = index(history)
