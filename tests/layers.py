@@ -94,6 +94,18 @@ class Raises(_Base):
         return self._load(key)
 
 
+class SourceOnly(_Base):
+    """Reads and writes its row in one statement each, no cache: it waits only for what locks
+    that row (the row-lock and teardown tests' writer)."""
+
+    def read(self, key: str) -> str | None:
+        return self._load(key)
+
+    def write(self, key: str, value: str) -> None:
+        self.conn.execute("UPDATE users SET name = %s WHERE id = %s", (value, key))
+        self.conn.commit()
+
+
 class Direct(_Base):
     """No cache at all: always correct."""
 

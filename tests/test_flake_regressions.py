@@ -140,20 +140,6 @@ def test_two_flushers_taking_turns_on_a_row_lock_are_drained_to_the_end(world):
     assert [v.property for v in check(history, QUEUED.contract) if v.status == "violated"] == []
 
 
-class Writer:
-    """Writes its row in one statement and commits: it waits only for what locks that row."""
-
-    def __init__(self, r, conn):
-        self.conn = conn
-
-    def read(self, key):
-        return self.conn.execute("SELECT name FROM users WHERE id = %s", (key,)).fetchone()[0]
-
-    def write(self, key, value):
-        self.conn.execute("UPDATE users SET name = %s WHERE id = %s", (value, key))
-        self.conn.commit()
-
-
 @contextmanager
 def outside_lock(schema: str) -> Iterator[None]:
     """A session outside the run's clients holds the run's row u1 for the duration."""
@@ -168,12 +154,12 @@ def outside_lock(schema: str) -> Iterator[None]:
 
 @needs_db
 def test_a_statement_waiting_outside_the_runs_clients_is_the_server_not_answering(world, monkeypatch):
-    from layers import target
+    from layers import SourceOnly, target
 
     monkeypatch.setattr(_postgres, "SETTLE_SECONDS", 0.3)
     backend = postgres_backend()
     try:
-        run = Run(target(Writer), RunConfig(watchdog=30.0), backend)
+        run = Run(target(SourceOnly), RunConfig(watchdog=30.0), backend)
         try:
             with outside_lock(backend.source.schema):
                 run.start(1, "write", "u1")  # waits for the outside session: never "blocked by" a client
@@ -189,12 +175,12 @@ def test_a_statement_waiting_outside_the_runs_clients_is_the_server_not_answerin
 
 @needs_db
 def test_the_watchdog_catching_a_wait_for_postgresql_blames_the_server_not_the_layer(world, monkeypatch):
-    from layers import target
+    from layers import SourceOnly, target
 
     monkeypatch.setattr(_postgres, "SETTLE_SECONDS", 30.0)
     backend = postgres_backend()
     try:
-        run = Run(target(Writer), RunConfig(watchdog=0.5), backend)
+        run = Run(target(SourceOnly), RunConfig(watchdog=0.5), backend)
         try:
             with outside_lock(backend.source.schema):
                 with pytest.raises(UncontrolledBlocking) as stall:

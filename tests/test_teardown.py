@@ -17,7 +17,7 @@ from collections import Counter
 import psycopg
 import pytest
 from conftest import SERVERS
-from layers import target
+from layers import SourceOnly, target
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -32,18 +32,6 @@ from pytest_cachecheck._teardown import TeardownError
 
 NEEDS_DB = "needs a real PostgreSQL: set CACHECHECK_DB (.ci/run does, on its second pass)"
 needs_db = pytest.mark.skipif(not SERVERS.db_dsn, reason=NEEDS_DB)
-
-
-class Writer:
-    def __init__(self, r, conn):
-        self.conn = conn
-
-    def read(self, key):
-        return self.conn.execute("SELECT name FROM users WHERE id = %s", (key,)).fetchone()[0]
-
-    def write(self, key, value):
-        self.conn.execute("UPDATE users SET name = %s WHERE id = %s", (value, key))
-        self.conn.commit()
 
 
 def admin() -> psycopg.Connection:
@@ -62,7 +50,7 @@ def leftovers(name: str) -> list:
 
 def blocked_on_an_idle_transaction(backend: Backend) -> Run:
     """Client 2 holds u1's row lock in an idle transaction; client 1's UPDATE of u1 waits for it."""
-    run = Run(target(Writer), RunConfig(), backend)
+    run = Run(target(SourceOnly), RunConfig(), backend)
     run.start(2, "write", "u1", pause_after=1)  # UPDATE done, COMMIT not yet: idle in transaction
     run.start(1, "write", "u1")  # waits for client 2's row lock, its statement in flight
     assert run.client(1).task.state == "waiting"
@@ -102,10 +90,10 @@ def test_a_statement_the_cancel_does_not_stop_has_its_backend_ended(monkeypatch)
             run.close()
             assert time.monotonic() - started < 3
             assert waiter.closed and waiter not in source._raw.values()  # its session was ended
-            again = Run(target(Writer), RunConfig(), backend)  # the next example gets a new one
+            again = Run(target(SourceOnly), RunConfig(), backend)  # the next example gets a new one
             again.start(1, "write", "u1")
             assert again.history().operations()[-1].status == "ok"
-            assert source.read(target(Writer).source, "u1") == "u1.v1"
+            assert source.read(target(SourceOnly).source, "u1") == "u1.v1"
             again.close()
     finally:
         backend.close()
