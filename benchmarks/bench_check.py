@@ -27,8 +27,16 @@ import time
 from random import Random
 from typing import Callable, Iterator
 
-from pytest_cachecheck.checkers import check, checker_manager
-from pytest_cachecheck.checkers import confinement, divergence, durability, errors, session, staleness
+from pytest_cachecheck.checkers import (
+    check,
+    checker_manager,
+    confinement,
+    divergence,
+    durability,
+    errors,
+    session,
+    staleness,
+)
 from pytest_cachecheck.contract import Contract
 from pytest_cachecheck.history import INJECTED, Call, Complete, History, Invoke, Probe
 

@@ -18,10 +18,11 @@ import platform
 import statistics
 import time
 
-from pytest_cachecheck import Budget, CachecheckFailure, Servers, Target, explore
-from pytest_cachecheck._servers import ServerError, check_db, check_redis
-from pytest_cachecheck._report import count_decisions
 from pytest_cachecheck.strategies.catalogue import CORRECT, KNOWN_BUGS
+
+from pytest_cachecheck import Budget, CachecheckFailure, Servers, Target, explore
+from pytest_cachecheck.backends._servers import ServerError, check_db, check_redis
+from pytest_cachecheck.report._report import count_decisions
 
 
 def bench_bug(target: Target, seeds: int, budget: int) -> dict:

@@ -36,9 +36,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_cachecheck import Budget, CachecheckFailure, Servers, explore, hookimpl
-from pytest_cachecheck._servers import ServerError, check_db, check_redis
 from pytest_cachecheck.strategies.catalogue import CORRECT, KNOWN_BUGS
+
+from pytest_cachecheck import Budget, CachecheckFailure, Servers, explore, hookimpl
+from pytest_cachecheck.backends._servers import ServerError, check_db, check_redis
 
 LAYERS = {target.name: target for target in (*CORRECT, *KNOWN_BUGS)}
 BESIDE_FIRST_SEED = 100_000

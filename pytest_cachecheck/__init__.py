@@ -6,16 +6,16 @@ and add properties with :data:`hookimpl` checkers returning :class:`Verdict`.  E
 module whose name starts with ``_`` is internal.
 """
 
-from ._environment import EnvironmentFailure
-from ._explore import Budget, CachecheckFailure, explore
-from ._report import Report
-from ._run import RunConfig
-from ._servers import Servers
+from .backends._environment import EnvironmentFailure
+from .backends._servers import Servers
 from .checkers import check
 from .contract import Contract
+from .exploration._explore import Budget, CachecheckFailure, explore
+from .exploration._run import RunConfig
 from .history import Call, Complete, History, Invoke, Operation, Probe
+from .history.roles import ENTRY, LOCK, OTHER, QUEUE, KeyRoles, key_roles
 from .hooks import hookimpl
-from .roles import ENTRY, LOCK, OTHER, QUEUE, KeyRoles, key_roles
+from .report._report import Report
 from .target import Source, Target, TargetError
 from .verdict import Finding, Verdict
 

@@ -25,14 +25,14 @@ from typing import Any, Callable
 import pytest
 from hypothesis import settings
 
-from ._environment import EnvironmentFailure, close_backend
-from ._explore import Budget, CachecheckFailure, explore
-from ._printable import printable
-from ._report import Report
+from .backends._environment import EnvironmentFailure, close_backend
+from .backends._private_redis import PrivateRedis, PrivateRedisError
+from .backends._servers import ServerError, Servers, check_db, check_redis
 from .checkers import checker_manager
-from ._private_redis import PrivateRedis, PrivateRedisError
-from ._run import RunConfig
-from ._servers import ServerError, Servers, check_db, check_redis
+from .exploration._explore import Budget, CachecheckFailure, explore
+from .exploration._run import RunConfig
+from .history._printable import printable
+from .report._report import Report
 from .target import Target
 
 _STATE = pytest.StashKey["_SessionState"]()

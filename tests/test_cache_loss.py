@@ -3,13 +3,13 @@
 import dataclasses
 
 import pytest
+from pytest_cachecheck.strategies.catalogue import CORRECT
 
 from pytest_cachecheck import Budget, CachecheckFailure, explore
-from pytest_cachecheck._backend import Backend
-from pytest_cachecheck._private_redis import PrivateRedis, PrivateRedisError
-from pytest_cachecheck._real_redis import RealRedisCache
-from pytest_cachecheck._sqlite_source import SQLiteSource
-from pytest_cachecheck.strategies.catalogue import CORRECT
+from pytest_cachecheck.backends._backend import Backend
+from pytest_cachecheck.backends._private_redis import PrivateRedis, PrivateRedisError
+from pytest_cachecheck.backends._real_redis import RealRedisCache
+from pytest_cachecheck.backends._sqlite_source import SQLiteSource
 
 QUEUED = {target.name: target for target in CORRECT}["queued-write-behind"]
 WITH_CACHE_LOSS = dataclasses.replace(QUEUED, name="queued-write-behind-cache-loss", faults=("cache-loss",))

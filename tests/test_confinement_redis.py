@@ -20,14 +20,14 @@ import redis
 from layers import target
 
 from pytest_cachecheck import Budget, CachecheckFailure, explore
-from pytest_cachecheck._backend import Backend
-from pytest_cachecheck._patches import simulated_world
-from pytest_cachecheck._private_redis import PrivateRedis, PrivateRedisError
-from pytest_cachecheck._real_redis import SAFETY_TTL, RealRedisCache
-from pytest_cachecheck._redis_acl import missing
-from pytest_cachecheck._run import Run, RunConfig
-from pytest_cachecheck._sqlite_source import SQLiteSource
-from pytest_cachecheck._sweep_redis import take_lines
+from pytest_cachecheck.backends._backend import Backend
+from pytest_cachecheck.backends._private_redis import PrivateRedis, PrivateRedisError
+from pytest_cachecheck.backends._real_redis import SAFETY_TTL, RealRedisCache
+from pytest_cachecheck.backends._redis_acl import missing
+from pytest_cachecheck.backends._sqlite_source import SQLiteSource
+from pytest_cachecheck.backends._sweep_redis import take_lines
+from pytest_cachecheck.engine._patches import simulated_world
+from pytest_cachecheck.exploration._run import Run, RunConfig
 
 FOREIGN_KEYS = 10_000
 FOREIGN_KEYS_DB1 = 500
@@ -424,9 +424,9 @@ KILLED_RUN = textwrap.dedent(
     """
     import os, sys
     from pytest_cachecheck import Budget, Target, explore
-    from pytest_cachecheck._backend import Backend
-    from pytest_cachecheck._real_redis import RealRedisCache
-    from pytest_cachecheck._sqlite_source import SQLiteSource
+    from pytest_cachecheck.backends._backend import Backend
+    from pytest_cachecheck.backends._real_redis import RealRedisCache
+    from pytest_cachecheck.backends._sqlite_source import SQLiteSource
 
     class Layer:
         def __init__(self, r, conn):

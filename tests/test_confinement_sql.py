@@ -20,13 +20,13 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pytest_cachecheck import Budget, CachecheckFailure, explore
-from pytest_cachecheck._backend import Backend
-from pytest_cachecheck._fake_cache import FakeCache
-from pytest_cachecheck._patches import simulated_world
-from pytest_cachecheck._pg_confinement import ConfinementError
-from pytest_cachecheck._postgres import PostgresSource
-from pytest_cachecheck._run import Run, RunConfig
-from pytest_cachecheck._servers import ServerError, check_db
+from pytest_cachecheck.backends._backend import Backend
+from pytest_cachecheck.backends._fake_cache import FakeCache
+from pytest_cachecheck.backends._pg_confinement import ConfinementError
+from pytest_cachecheck.backends._postgres import PostgresSource
+from pytest_cachecheck.backends._servers import ServerError, check_db
+from pytest_cachecheck.engine._patches import simulated_world
+from pytest_cachecheck.exploration._run import Run, RunConfig
 
 NEEDS_DB = "needs a real PostgreSQL: set CACHECHECK_DB (.ci/run does, on its second pass)"
 pytestmark = pytest.mark.skipif(not SERVERS.db_dsn, reason=NEEDS_DB)

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from pytest_cachecheck._clock import VirtualClock
-from pytest_cachecheck._patches import simulated_world
-from pytest_cachecheck._scheduler import Scheduler, Stall
+from pytest_cachecheck.engine._clock import VirtualClock
+from pytest_cachecheck.engine._patches import simulated_world
+from pytest_cachecheck.engine._scheduler import Scheduler, Stall
 from pytest_cachecheck.history import Call
 
 

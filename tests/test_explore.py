@@ -6,7 +6,7 @@ import pytest
 from hypothesis.database import InMemoryExampleDatabase
 
 from pytest_cachecheck import Budget, CachecheckFailure, explore
-from pytest_cachecheck._report import count_decisions
+from pytest_cachecheck.report._report import count_decisions
 
 # A seed for which the default budget meets the race; any seed finds it given enough examples.
 SEED = 3

@@ -23,18 +23,19 @@ from typing import Iterator
 
 import psycopg
 import pytest
-from psycopg import sql as pgsql
-
 from conftest import NEEDS_REAL, SERVERS
-from pytest_cachecheck import _postgres
-from pytest_cachecheck._backend import Backend, embedded
-from pytest_cachecheck._environment import classify_call, stalled_in_server
-from pytest_cachecheck._fake_cache import FakeCache
-from pytest_cachecheck._patches import simulated_world
-from pytest_cachecheck._run import Run, RunConfig
-from pytest_cachecheck._scheduler import UncontrolledBlocking
-from pytest_cachecheck.checkers import check
+from psycopg import sql as pgsql
 from pytest_cachecheck.strategies.catalogue import CORRECT
+
+from pytest_cachecheck.backends import _postgres
+from pytest_cachecheck.backends._backend import Backend, embedded
+from pytest_cachecheck.backends._environment import classify_call, stalled_in_server
+from pytest_cachecheck.backends._fake_cache import FakeCache
+from pytest_cachecheck.checkers import check
+from pytest_cachecheck.engine._patches import simulated_world
+from pytest_cachecheck.engine._scheduler import UncontrolledBlocking
+from pytest_cachecheck.exploration._run import Run, RunConfig
+from pytest_cachecheck.report._trace import trace
 
 QUEUED = next(target for target in CORRECT if target.name == "queued-write-behind")
 RETRIED = "UPDATE users SET name = 'u1.v1', seq = 1 WHERE id = 'u1' AND seq < 1"
@@ -66,7 +67,7 @@ def the_flaky_program(backend: Backend) -> tuple[str, list, list]:
         history = run.history()
         violated = [v.property for v in check(history, QUEUED.contract) if v.status == "violated"]
         sql = [(call.actor, call.command, call.result) for call in history.calls if call.system == "sql"]
-        return run.trace(), sql, violated
+        return trace(run), sql, violated
     finally:
         run.close()
 
@@ -194,7 +195,7 @@ def test_the_watchdog_catching_a_wait_for_postgresql_blames_the_server_not_the_l
 
 
 def test_a_ttl_read_back_a_millisecond_late_gives_the_same_virtual_deadline():
-    from pytest_cachecheck._real_redis import layer_ttl
+    from pytest_cachecheck.backends._real_redis import layer_ttl
 
     # The server's PTTL right after the command: the TTL itself, or a few ms less if its clock ticked.
     for asked, late in [(10_000, 9_999), (3_600_000, 3_599_998), (500, 499), (60_000, 59_991)]:

@@ -24,7 +24,7 @@ import pytest
 from layers import HandsOff, target
 
 from pytest_cachecheck import Budget, CachecheckFailure, Target, explore
-from pytest_cachecheck import _patches
+from pytest_cachecheck.engine import _patches
 from pytest_cachecheck.history import REFUSED
 
 LIMIT = 30.0
@@ -271,7 +271,7 @@ def test_a_child_process_the_layer_leaves_is_killed_and_reaped():
 
 
 def test_what_a_run_tracks_does_not_keep_the_run_alive():
-    from pytest_cachecheck._scheduler import Scheduler
+    from pytest_cachecheck.engine._scheduler import Scheduler
 
     def schedulers():
         gc.collect()

@@ -8,11 +8,22 @@ from typing import Any
 
 import pytest
 from layers import target
+from pytest_cachecheck.strategies.catalogue import CORRECT, KNOWN_BUGS
 
 from pytest_cachecheck import Budget, CachecheckFailure, History, check, explore, hookimpl
-from pytest_cachecheck._calls import Batch, Command, LockPoint, Opaque, Raised, Rows, Sleep, Statement, decode, encode
 from pytest_cachecheck.history import SCHEMA, Call
-from pytest_cachecheck.strategies.catalogue import CORRECT, KNOWN_BUGS
+from pytest_cachecheck.history._calls import (
+    Batch,
+    Command,
+    LockPoint,
+    Opaque,
+    Raised,
+    Rows,
+    Sleep,
+    Statement,
+    decode,
+    encode,
+)
 
 
 class _KeepsTheBusiest:

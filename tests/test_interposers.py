@@ -10,11 +10,11 @@ import pytest
 from layers import target
 
 from pytest_cachecheck import Call, Source, Target
-from pytest_cachecheck._backend import embedded
-from pytest_cachecheck._patches import simulated_world
-from pytest_cachecheck._redis import render_command
-from pytest_cachecheck._run import Run, RunConfig
-from pytest_cachecheck._sql import render_statement, to_qmark
+from pytest_cachecheck.backends._backend import embedded
+from pytest_cachecheck.engine._patches import simulated_world
+from pytest_cachecheck.exploration._run import Run, RunConfig
+from pytest_cachecheck.history._calls import render_command
+from pytest_cachecheck.interposers._sql import render_statement, to_qmark
 
 
 @pytest.fixture
@@ -196,7 +196,7 @@ def test_randomness_is_per_client_and_repeats_run_after_run(backend):
 def test_real_threads_keep_real_primitives_while_the_world_is_patched(backend):
     lock = threading.Lock()
     assert lock.acquire(timeout=0.1)
-    assert type(lock).__module__ != "pytest_cachecheck._cooperative"
+    assert type(lock).__module__ != "pytest_cachecheck.engine._cooperative"
     before = time.time()
     time.sleep(0.01)
     assert time.time() > before

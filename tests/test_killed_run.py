@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from pytest_cachecheck import Servers
-from pytest_cachecheck._pg_sweep import alive, find
-from pytest_cachecheck._real_redis import SAFETY_TTL
-from pytest_cachecheck._sweep_redis import live_runs
+from pytest_cachecheck.backends._pg_sweep import alive, find
+from pytest_cachecheck.backends._real_redis import SAFETY_TTL
+from pytest_cachecheck.backends._sweep_redis import live_runs
 
 TARGET = """
 import pytest

@@ -11,7 +11,7 @@ def test_kill_9_loses_what_was_not_persisted(cachecheck_private_redis):
 
 
 def test_an_aof_server_keeps_acknowledged_writes_across_kill_9():
-    from pytest_cachecheck._private_redis import PrivateRedis
+    from pytest_cachecheck.backends._private_redis import PrivateRedis
 
     with PrivateRedis(appendonly=True) as server:
         redis.Redis.from_url(server.url).set("k", "v")

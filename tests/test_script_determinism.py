@@ -16,8 +16,9 @@ from conftest import NEEDS_REAL, SERVERS
 from layers import target
 
 from pytest_cachecheck import Budget, CachecheckFailure, Servers, check, explore
-from pytest_cachecheck._patches import simulated_world
-from pytest_cachecheck._run import Run, RunConfig
+from pytest_cachecheck.engine._patches import simulated_world
+from pytest_cachecheck.exploration._run import Run, RunConfig
+from pytest_cachecheck.report._trace import trace
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -97,7 +98,7 @@ def _replay(layer: type, backend: Any) -> tuple[str, Any]:
         run.resume(1)
         run.start(1, "read", "u1")
         run.quiesce()
-        return run.trace(), run.history()
+        return trace(run), run.history()
     finally:
         run.close()
 

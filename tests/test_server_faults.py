@@ -19,17 +19,17 @@ import psycopg.conninfo
 import psycopg.sql
 import pytest
 import redis
-
-from pytest_cachecheck import Budget, CachecheckFailure, RunConfig, Target, Verdict, explore, hookimpl
-from pytest_cachecheck._backend import Backend
-from pytest_cachecheck._environment import EnvironmentFailure, classify, classify_exception
-from pytest_cachecheck._fake_cache import FakeCache
-from pytest_cachecheck._postgres import PostgresSource
-from pytest_cachecheck._real_redis import RealRedisCache
-from pytest_cachecheck._sqlite_source import SQLiteSource
-from pytest_cachecheck.history import INJECTED, REFUSED, Call
 from pytest_cachecheck.strategies.catalogue import seed_interface
 from pytest_cachecheck.strategies.leases import LeasedCacheAside
+
+from pytest_cachecheck import Budget, RunConfig, Target, Verdict, explore, hookimpl
+from pytest_cachecheck.backends._backend import Backend
+from pytest_cachecheck.backends._environment import EnvironmentFailure, classify, classify_exception
+from pytest_cachecheck.backends._fake_cache import FakeCache
+from pytest_cachecheck.backends._postgres import PostgresSource
+from pytest_cachecheck.backends._real_redis import RealRedisCache
+from pytest_cachecheck.backends._sqlite_source import SQLiteSource
+from pytest_cachecheck.history import INJECTED, REFUSED, Call
 
 WITHIN = 10.0
 """Wall seconds from the fault to the one-line error, cleanup included."""
@@ -76,7 +76,7 @@ def assert_one_line(failure: EnvironmentFailure, server: str, *words: str) -> No
 
 def closed_quietly(backend: Backend) -> None:
     """What the test's own cleanup does after a fault: the server is gone, so is its data."""
-    from pytest_cachecheck._environment import close_quietly
+    from pytest_cachecheck.backends._environment import close_quietly
 
     close_quietly(backend.close)
 

@@ -8,16 +8,16 @@ import psycopg
 import pytest
 import redis
 from conftest import NEEDS_REAL, SERVERS
+from pytest_cachecheck.strategies.catalogue import CORRECT, KNOWN_BUGS
 
 from pytest_cachecheck import Budget, CachecheckFailure, Servers, explore
-from pytest_cachecheck._backend import Backend
-from pytest_cachecheck._fake_cache import FakeCache
-from pytest_cachecheck._patches import simulated_world
-from pytest_cachecheck._postgres import PostgresSource
-from pytest_cachecheck._real_redis import SAFETY_TTL, RealRedisCache
-from pytest_cachecheck._run import Run, RunConfig
-from pytest_cachecheck._sqlite_source import SQLiteSource
-from pytest_cachecheck.strategies.catalogue import CORRECT, KNOWN_BUGS
+from pytest_cachecheck.backends._backend import Backend
+from pytest_cachecheck.backends._fake_cache import FakeCache
+from pytest_cachecheck.backends._postgres import PostgresSource
+from pytest_cachecheck.backends._real_redis import SAFETY_TTL, RealRedisCache
+from pytest_cachecheck.backends._sqlite_source import SQLiteSource
+from pytest_cachecheck.engine._patches import simulated_world
+from pytest_cachecheck.exploration._run import Run, RunConfig
 
 SEED = 3
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -78,7 +78,7 @@ def test_an_unreachable_database_is_a_usage_error(project):
 
 
 def test_a_wrong_redis_password_is_a_usage_error(project):
-    from pytest_cachecheck._private_redis import PrivateRedis
+    from pytest_cachecheck.backends._private_redis import PrivateRedis
 
     with PrivateRedis(password="right") as server:
         line = usage_error(project, f"--cachecheck-redis=redis://:wrong@127.0.0.1:{server.port}/0")
@@ -244,7 +244,7 @@ class TwoRows:
 def test_on_postgresql_a_row_lock_wait_is_cooperative_and_a_cycle_is_a_deadlock(world):
     from layers import target
 
-    from pytest_cachecheck._scheduler import Stall
+    from pytest_cachecheck.engine._scheduler import Stall
 
     backend = Backend(FakeCache(), PostgresSource(SERVERS.db_dsn))
     try:

@@ -2,15 +2,15 @@
 one client never races itself; and a printed trace never elides a step a story cites."""
 
 import re
-from types import SimpleNamespace
 
 from _histories import HistoryBuilder
 from _structured import pipeline, redis
 
-from pytest_cachecheck._run import Run, Step
 from pytest_cachecheck.checkers.divergence import divergence
 from pytest_cachecheck.contract import Contract
+from pytest_cachecheck.exploration._run import Step
 from pytest_cachecheck.history import Call, Command
+from pytest_cachecheck.report._trace import annotations
 
 FILL = '{"name": "u1.v0"}'
 
@@ -99,8 +99,7 @@ def test_one_client_never_races_itself():
 def _annotations(calls: int, keep=()):
     events = [Call(step, 0.0, 1, "c1-flusher", None, "redis", request=Command("LLEN", ("q",), (0,)), reply=0)
               for step in range(1, calls + 1)]
-    run = SimpleNamespace(scheduler=SimpleNamespace(events=events))
-    return Run.annotations(run, Step("background(client=1)", 0, len(events)), keep)
+    return annotations(Step("background(client=1)", 0, len(events)), events, keep)
 
 
 def test_the_trace_elides_around_the_cited_steps_never_over_them():

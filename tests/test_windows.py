@@ -15,11 +15,11 @@ from conftest import NEEDS_REAL, SERVERS
 from layers import _Base, target
 
 from pytest_cachecheck import Servers
-from pytest_cachecheck._patches import simulated_world
-from pytest_cachecheck._run import Run, RunConfig
 from pytest_cachecheck.checkers.divergence import divergence
 from pytest_cachecheck.checkers.staleness import stale_reads
 from pytest_cachecheck.contract import Contract
+from pytest_cachecheck.engine._patches import simulated_world
+from pytest_cachecheck.exploration._run import Run, RunConfig
 
 
 class _CacheAside(_Base):

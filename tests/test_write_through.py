@@ -3,10 +3,10 @@
 import re
 
 import pytest
+from pytest_cachecheck.strategies.catalogue import CORRECT, KNOWN_BUGS
 
 from pytest_cachecheck import Budget, CachecheckFailure, explore
-from pytest_cachecheck._report import count_decisions
-from pytest_cachecheck.strategies.catalogue import CORRECT, KNOWN_BUGS
+from pytest_cachecheck.report._report import count_decisions
 
 TARGETS = {target.name: target for target in (*KNOWN_BUGS, *CORRECT)}
 

@@ -59,11 +59,11 @@ from typing import NamedTuple
 
 from ..contract import Contract
 from ..history import SETUP_CLIENT, Call, History, Probe
+from ..history.roles import ENTRY, LOCK, QUEUE, KeyRoles, key_name, key_roles
 from ..hooks import hookimpl
 from ..verdict import Finding, Verdict
 from ._index import KeyWrites, Op, calls_of, in_bulk, index
 from ._order import mentioning
-from ..roles import ENTRY, LOCK, QUEUE, KeyRoles, key_name, key_roles
 from ._words import clip, show, who, write_of
 
 __all__ = ["cachecheck_check", "divergence"]

@@ -30,32 +30,8 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from . import _cooperative, _context
-
-_REAL_TOP_PACKAGES = frozenset(sys.stdlib_module_names) | {
-    "redis",
-    "fakeredis",
-    "lupa",
-    "psycopg",
-    "psycopg_binary",
-    "psycopg_pool",
-    "hypothesis",
-    "_pytest",
-    "pytest",
-    "pluggy",
-    "sortedcontainers",
-}
-
-
-def module_kind(module: str) -> str:
-    """Whose code the module named ``module`` is: ``harness``, ``library`` or ``layer``.
-
-    ``library`` is the standard library and the harness's dependencies; the reference layers in
-    ``pytest_cachecheck.strategies`` are layers like any user's.
-    """
-    if module.startswith("pytest_cachecheck"):
-        return "layer" if module.startswith("pytest_cachecheck.strategies") else "harness"
-    return "library" if module.partition(".")[0] in _REAL_TOP_PACKAGES else "layer"
+from . import _context, _cooperative, _hazards
+from ._origin import module_kind
 
 
 def _created_by_layer(depth: int) -> bool:
@@ -173,8 +149,6 @@ def _replacements() -> list[tuple[object, str, Any]]:
         ("Thread", _cooperative.Thread),
     ]:
         plan.append((threading, name, _dispatching_class(name, getattr(threading, name), cooperative)))
-    from . import _hazards  # imports this module: loaded on first use, not at import
-
     plan.extend(_hazards.replacements())
     shared = random._inst  # type: ignore[attr-defined]
     for name in dir(random):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ._clock import VirtualClock
-from ._scheduler import Scheduler
-from ._sql import ScheduledConnection
-from .target import Source
+from ..engine._clock import VirtualClock
+from ..engine._scheduler import Scheduler
+from ..interposers._sql import ScheduledConnection
+from ..target import Source
 
 
 class CacheSide(Protocol):

@@ -29,7 +29,7 @@ example ends is cancelled; if the cancel does not stop it, its backend (only eve
 run's own) is terminated.  Every step (cancel, roll back and reset, drop the schema, database
 and role) has a wall-time limit (``_teardown.within``, and the admin session's ``lock_timeout``
 and ``statement_timeout``); a step that still fails raises
-:class:`~pytest_cachecheck._teardown.TeardownError`, one line naming the server and the step.
+:class:`~pytest_cachecheck.backends._teardown.TeardownError`, one line naming the server and the step.
 """
 from __future__ import annotations
 
@@ -41,13 +41,13 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
+from ..engine._scheduler import Blocked, Scheduler, Task, Waitable
+from ..interposers._sql import Result, ScheduledConnection, fetch_whole
+from ..target import Source
 from . import _pg_sweep
 from ._pg_confinement import UNCONFINED_BOUNDARY, Confinement, ConfinementError, conninfo, plan, refusal
 from ._pg_sweep import MARK
-from ._scheduler import Blocked, Scheduler, Task, Waitable
-from ._sql import Result, ScheduledConnection, fetch_whole
 from ._teardown import StepTimeout, TeardownError, wait_until, within
-from .target import Source
 
 _real_monotonic = time.monotonic  # captured before the clock is patched: a wall-clock bound
 SETTLE_SECONDS = 5.0
@@ -411,7 +411,7 @@ class PostgresSource:
     # -- cooperative waiting ---------------------------------------------------------------
 
     def task_of(self, conn: ScheduledConnection) -> Task:
-        from . import _context
+        from ..engine import _context
 
         task = _context.current_task()
         assert task is not None

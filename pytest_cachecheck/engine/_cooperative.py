@@ -16,8 +16,8 @@ from __future__ import annotations
 import itertools
 from typing import Any, Callable
 
+from ..history._calls import LockPoint
 from . import _context
-from ._calls import LockPoint
 from ._scheduler import Blocked, Scheduler, Task, Waitable
 
 _labels = itertools.count(1)

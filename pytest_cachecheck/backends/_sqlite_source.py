@@ -13,9 +13,9 @@ import os
 import sqlite3
 import tempfile
 
-from ._scheduler import Scheduler
-from ._sql import ScheduledConnection, SQLiteDriver, WriteLock, to_qmark
-from .target import Source
+from ..engine._scheduler import Scheduler
+from ..interposers._sql import ScheduledConnection, SQLiteDriver, WriteLock, to_qmark
+from ..target import Source
 
 
 class SQLiteSource:

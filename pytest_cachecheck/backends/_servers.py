@@ -18,12 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from . import _redis_acl
 from ._backend import Backend
-
-CONNECT_TIMEOUT = 3.0
-
-
-class ServerError(Exception):
-    """A server option that cannot be used; the message says how to fix it."""
+from ._server_error import CONNECT_TIMEOUT, ServerError, safe_dsn, safe_url
 
 
 @dataclass(frozen=True)
@@ -56,8 +51,8 @@ class Servers:
     def describe(self) -> str:
         if self.redis_url is None and self.db_dsn is None:
             return "embedded (fakeredis + SQLite)"
-        cache = f"Redis {_safe(self.redis_url)}" if self.redis_url else "fakeredis"
-        source = f"PostgreSQL {_safe_dsn(self.db_dsn)}" if self.db_dsn else "SQLite"
+        cache = f"Redis {safe_url(self.redis_url)}" if self.redis_url else "fakeredis"
+        source = f"PostgreSQL {safe_dsn(self.db_dsn)}" if self.db_dsn else "SQLite"
         confinement = " (UNCONFINED: the servers do not confine the layer)" if self.unconfined else ""
         return f"{cache} + {source}{confinement}"
 
@@ -83,26 +78,26 @@ def check_redis(
         problem = _redis_acl.missing(client, unconfined=unconfined)
     except redis.AuthenticationError:
         raise ServerError(
-            f"{option}={_safe(url)}: authentication failed; give the right password in the URL, "
+            f"{option}={safe_url(url)}: authentication failed; give the right password in the URL, "
             "e.g. redis://:PASSWORD@127.0.0.1:6379/0"
         ) from None
     except redis.ResponseError as error:
         if "NOAUTH" in str(error) or "WRONGPASS" in str(error):
             raise ServerError(
-                f"{option}={_safe(url)}: authentication failed ({error}); give the password in the URL, "
+                f"{option}={safe_url(url)}: authentication failed ({error}); give the password in the URL, "
                 "e.g. redis://:PASSWORD@127.0.0.1:6379/0"
             ) from None
-        raise ServerError(f"{option}={_safe(url)}: the server refused PING ({error})") from None
+        raise ServerError(f"{option}={safe_url(url)}: the server refused PING ({error})") from None
     except redis.ConnectionError as error:
         where = parsed.get("path") or f"{host}:{parsed.get('port', 6379)}"
         raise ServerError(
-            f"{option}={_safe(url)}: cannot connect to {where} ({_first_line(error)}); start redis-server "
+            f"{option}={safe_url(url)}: cannot connect to {where} ({_first_line(error)}); start redis-server "
             "there or fix the URL"
         ) from None
     finally:
         client.close()
     if problem is not None:
-        raise ServerError(f"{option}={_safe(url)}: {problem}")
+        raise ServerError(f"{option}={safe_url(url)}: {problem}")
 
 
 def check_db(
@@ -130,11 +125,11 @@ def check_db(
         text = _first_line(error)
         if "authentication" in text or "password" in text or ("role" in text and "does not exist" in text):
             fix = "give a user and password the server accepts, e.g. postgresql://USER:PASSWORD@127.0.0.1:5432/test"
-            raise ServerError(f"{option}={_safe_dsn(dsn)}: authentication failed ({text}); {fix}") from None
+            raise ServerError(f"{option}={safe_dsn(dsn)}: authentication failed ({text}); {fix}") from None
         if "database" in text and "does not exist" in text:
-            raise ServerError(f"{option}={_safe_dsn(dsn)}: {text}; create it or name an existing one") from None
+            raise ServerError(f"{option}={safe_dsn(dsn)}: {text}; create it or name an existing one") from None
         raise ServerError(
-            f"{option}={_safe_dsn(dsn)}: cannot connect ({text}); start PostgreSQL there or fix the DSN"
+            f"{option}={safe_dsn(dsn)}: cannot connect ({text}); start PostgreSQL there or fix the DSN"
         ) from None
     return _try_a_run(dsn, unconfined=unconfined, option=option)
 
@@ -152,11 +147,11 @@ def _try_a_run(dsn: str, *, unconfined: bool, option: str) -> str | None:
         finally:
             source.close()
     except ConfinementError as error:
-        raise ServerError(f"{option}={_safe_dsn(dsn)}: {error.problem}") from None
+        raise ServerError(f"{option}={safe_dsn(dsn)}: {error.problem}") from None
     except (psycopg.Error, TeardownError) as error:
         reason = error.reason if isinstance(error, TeardownError) else _first_line(error)
         raise ServerError(
-            f"{option}={_safe_dsn(dsn)}: cannot set up a run there ({reason}); check the login's rights"
+            f"{option}={safe_dsn(dsn)}: cannot set up a run there ({reason}); check the login's rights"
         ) from None
     return source.swept
 
@@ -175,19 +170,3 @@ def _require_local(option: str, value: str, host: str, allow_remote: bool) -> No
 
 def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def _safe(url: str | None) -> str:
-    """``url`` without its password."""
-    if not url or "@" not in url:
-        return str(url)
-    scheme, _, rest = url.partition("://")
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user + ':***' if ':' in credentials else user}@{host}"
-
-
-def _safe_dsn(dsn: str | None) -> str:
-    if dsn and "://" in dsn:
-        return _safe(dsn)
-    return " ".join(part for part in str(dsn).split() if not part.startswith("password="))

@@ -54,10 +54,10 @@ import time
 from types import FrameType
 from typing import Any, Callable
 
+from ..history import HAZARD, REFUSED, Call
 from . import _context
-from ._patches import module_kind
+from ._origin import module_kind
 from ._scheduler import Cancelled, Scheduler, Task
-from .history import HAZARD, REFUSED, Call
 
 try:
     import _posixsubprocess

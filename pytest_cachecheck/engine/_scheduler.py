@@ -32,12 +32,12 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..history import Call, Event
+from ..history._calls import Raised, Sleep, to_data
+from ..history._calls import render_result as render_result  # re-exported: its home before ``_calls``
 from . import _context
 from ._clock import VirtualClock
 from ._quiet import TASK_THREAD_PREFIX
-from ._calls import Raised, Sleep, to_data
-from ._calls import render_result as render_result  # re-exported: its home before ``_calls``
-from .history import Call, Event
 
 _UNLIMITED = sys.maxsize
 _RealThread = threading.Thread  # captured before any patch, like the baton's raw locks

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
-from .history import Call, Command, Complete, History, Invoke
+from ._record import Call, Command, Complete, History, Invoke
 
 __all__ = ["ENTRY", "LOCK", "OTHER", "QUEUE", "KeyRoles", "Role", "key_name", "key_roles"]
 

@@ -31,9 +31,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from ._printable import printable
+from ..history import INJECTED, REFUSED, Call
+from ..history._printable import printable
 from ._teardown import TeardownError
-from .history import INJECTED, REFUSED, Call
 
 CLOSE_SECONDS = 2.0
 """Wall seconds the cleanup after a server fault may take before it is abandoned."""
@@ -222,7 +222,7 @@ def stalled_in_server(task: Any, backend: Any) -> Fault | None:
     while frame is not None:
         name = str(frame.f_globals.get("__name__", ""))
         # The harness's PostgreSQL driver waits on the task's behalf for a statement in flight.
-        modules.add("psycopg" if name == "pytest_cachecheck._postgres" else name.partition(".")[0])
+        modules.add("psycopg" if name == "pytest_cachecheck.backends._postgres" else name.partition(".")[0])
         frame = frame.f_back
     if "fakeredis" in modules or "lupa" in modules:
         return None

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from ..target import Target
 from ._run import Run
-from .target import Target
 
 TICKS = (1.0, 10.0, 60.0, 600.0, 3600.0)
 MAX_PAUSE = 12

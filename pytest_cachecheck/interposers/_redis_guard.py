@@ -29,8 +29,9 @@ from typing import Any, Iterable
 import redis
 import redis.exceptions
 
-from . import _context
-from .history import REFUSED, Call
+from ..engine import _context
+from ..history import REFUSED, Call
+from ..history._calls import render_command
 
 # Commands refused before sending: the run's ACL user may not run them either (see _redis_acl),
 # but refusing them here also confines a run that was allowed to go unconfined.
@@ -143,8 +144,6 @@ def _record(args: tuple, error: RefusedError) -> None:
     task = _context.current_task()
     if task is None or task.in_point or task.cancelled:
         return
-    from ._redis import render_command
-
     task.scheduler.log(
         Call,
         client=task.client,

@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ._printable import printable
-from .history import SETUP_CLIENT, Call, Complete, History, Invoke
-from .target import Target
-from .verdict import Verdict
+from ..history import SETUP_CLIENT, Call, Complete, History, Invoke
+from ..history._printable import printable
+from ..target import Target
+from ..verdict import Verdict
 
 _RANK = {"ok": 0, "unknown": 1, "violated": 2}
 

@@ -1,6 +1,6 @@
 """Exploring a target: Hypothesis takes the decisions, checkers judge each run.
 
-Every example is a fresh :class:`~pytest_cachecheck._run.Run`.  The first example that breaks
+Every example is a fresh :class:`~pytest_cachecheck.exploration._run.Run`.  The first example that breaks
 a property is shrunk by Hypothesis to the fewest decisions; the failure raised carries the story
 of the minimal example and its annotated trace.  Blocking outside the harness's control cannot
 be shrunk in wall time, so it is reported at once, unshrunk.
@@ -11,7 +11,7 @@ failing exploration are those of its minimal example, so they do not depend on w
 example database replayed first.
 
 A server that fails under the exploration (goes away, refuses, stops answering) stops it at
-once: :class:`~pytest_cachecheck._environment.EnvironmentFailure`, one line, no finding.
+once: :class:`~pytest_cachecheck.backends._environment.EnvironmentFailure`, one line, no finding.
 """
 
 from __future__ import annotations
@@ -25,18 +25,19 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.database import ExampleDatabase
 from hypothesis.stateful import run_state_machine_as_test
 
-from . import _patches
-from ._printable import printable
-from ._quiet import Chatter, quiet_layer
-from ._environment import EnvironmentFailure, close_backend
-from ._servers import Servers
+from ..backends._environment import EnvironmentFailure, close_backend
+from ..backends._servers import Servers
+from ..checkers import check, checker_manager
+from ..checkers.confinement import confinement, process_hazards
+from ..engine import _patches
+from ..engine._quiet import Chatter, quiet_layer
+from ..engine._scheduler import Stall
+from ..history._printable import printable
+from ..report._report import Report, describe_failure
+from ..report._trace import trace
+from ..target import Target
 from ._machine import Aborted, EnvironmentAbort, Violation, build_machine, stall_verdict
-from ._report import Report, describe_failure
 from ._run import Run, RunConfig
-from ._scheduler import Stall
-from .checkers import check, checker_manager
-from .checkers.confinement import confinement, process_hazards
-from .target import Target
 
 
 class CachecheckFailure(AssertionError):
@@ -82,7 +83,7 @@ def explore(
     Runs on ``servers`` (the embedded default when None), or on an open ``backend``.  Returns
     the :class:`Report` when every example passed; raises :class:`CachecheckFailure` (an
     ``AssertionError``) with the minimal counterexample otherwise, or
-    :class:`~pytest_cachecheck._environment.EnvironmentFailure` (one line) when a server failed
+    :class:`~pytest_cachecheck.backends._environment.EnvironmentFailure` (one line) when a server failed
     under the exploration.
     """
     checkers = checker_manager(plugins)
@@ -103,7 +104,7 @@ def explore(
         if any(v.status == "violated" for v in verdicts):
             report.first_failure(time.perf_counter() - started)
             cited = {step for v in verdicts if v.status == "violated" for f in v.findings for step in f.steps}
-            raise Violation(verdicts, run.trace(keep=cited), history)
+            raise Violation(verdicts, trace(run, keep=cited), history)
 
     def record(run: Run) -> None:
         report.absorb_history(run.history())

@@ -49,11 +49,12 @@ from typing import Any, Callable
 import redis
 import redis.client
 
-from ._clock import EPOCH
-from ._redis import KeySpec, key_specs, scheduled_client
+from ..engine._clock import EPOCH
+from ..engine._scheduler import Scheduler
+from ..interposers._redis import KeySpec, key_specs, scheduled_client
+from ..interposers._redis_guard import guarded, rejoin, split_name
 from ._redis_acl import RunUser, known_commands
-from ._redis_guard import guarded, rejoin, split_name
-from ._scheduler import Scheduler
+from ._server_error import ServerError, safe_url
 from ._sweep_redis import HEARTBEAT_NAME, Heartbeat, sweep
 
 SAFETY_TTL = 3600
@@ -98,7 +99,7 @@ class RealRedisCache:
     def __init__(self, url: str, *, private: Any = None, unconfined: bool = False) -> None:
         self.url = url
         self.private = private
-        """A :class:`~pytest_cachecheck._private_redis.PrivateRedis` the harness may kill -9."""
+        """A :class:`~pytest_cachecheck.backends._private_redis.PrivateRedis` the harness may kill -9."""
         self.unconfined = unconfined
         parsed = redis.connection.parse_url(url)
         host = parsed.get("host", url)
@@ -122,10 +123,8 @@ class RealRedisCache:
             except redis.ResponseError as error:
                 self.heartbeat.stop()
                 self.admin.close()
-                from ._servers import ServerError, _safe
-
                 raise ServerError(
-                    f"--cachecheck-redis={_safe(url)}: cannot create the run's ACL user ({error}); log in as a "
+                    f"--cachecheck-redis={safe_url(url)}: cannot create the run's ACL user ({error}); log in as a "
                     "user with ACL rights, or pass --cachecheck-unconfined to run without the server's confinement"
                 ) from None
         self._examples = itertools.count(1)

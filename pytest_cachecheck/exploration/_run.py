@@ -14,14 +14,14 @@ from __future__ import annotations
 import itertools
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Collection
+from typing import Any
 
-from ._clock import VirtualClock
-from ._hazards import Hazards
-from ._printable import printable
-from ._scheduler import Scheduler, Stall, Task
-from .history import SETUP_CLIENT, Call, Complete, History, Invoke, Probe
-from .target import Target
+from ..engine._clock import VirtualClock
+from ..engine._hazards import Hazards
+from ..engine._scheduler import Scheduler, Stall, Task
+from ..history import SETUP_CLIENT, Call, Complete, History, Invoke, Probe
+from ..report._trace import short
+from ..target import Target
 
 MAX_EXPIRY_JUMPS = 16
 EXPIRY_STEP = 0.001
@@ -32,8 +32,6 @@ MAX_BACKGROUND_POINTS = 50
 DRAIN_BACKGROUND_ROUNDS = 3
 MAX_DRAIN_POINTS = MAX_BACKGROUND_POINTS * DRAIN_BACKGROUND_ROUNDS * 12
 """Points each thread of the layer may run while draining, in as many rounds as it takes."""
-MAX_TRACE_CALLS = 16
-"""Points shown under one decision of a printed trace; the middle of a longer run is elided."""
 """Points background threads may run while draining, to unblock the operations waiting on them."""
 
 
@@ -187,7 +185,7 @@ class Run:
         if actors:
             self.scheduler.step(actors[0], _budget(pause_after) if pause_after else MAX_BACKGROUND_POINTS)
             if actors[0].state == "ready" and actors[0].pending:
-                self.steps[-1].after.append(f"{actors[0].name} pauses before: {_short(actors[0].pending)}")
+                self.steps[-1].after.append(f"{actors[0].name} pauses before: {short(actors[0].pending)}")
         else:
             self.steps[-1].notes.append(f"c{number} has no background work to run")
             self.steps[-1].noop = True
@@ -237,7 +235,7 @@ class Run:
     def _note_pause(self, client: Client) -> None:
         task = client.task
         if task.op is not None and task.state == "ready" and task.pending:
-            self.steps[-1].after.append(f"{task.name} pauses before: {_short(task.pending)}")
+            self.steps[-1].after.append(f"{task.name} pauses before: {short(task.pending)}")
         elif task.state == "waiting":
             label = task.waiting_on.label if task.waiting_on is not None else "something"
             self.steps[-1].after.append(f"{task.name} is blocked, waiting for {label}")
@@ -386,71 +384,6 @@ class Run:
     def _end(self) -> None:
         self.steps[-1].last_event = len(self.scheduler.events)
 
-    def annotations(self, step: Step, keep: Collection[int] = ()) -> list[str]:
-        """The comment lines under one decision: each point it executed, with its result.
-
-        A decision of more than ``MAX_TRACE_CALLS`` points (a background loop) shows its first
-        and last points; each run of points elided in between is one ``... N more points ...``
-        line.  A point whose step is in ``keep`` (the steps a failure's story cites) is never
-        elided.
-        """
-        lines = list(step.notes)
-        events = self.scheduler.events[step.first_event : step.last_event or len(self.scheduler.events)]
-        calls = [e for e in events if isinstance(e, Call)]
-        cuts: dict[int, int] = {}  # id of the first call of each elided run: how many it elides
-        if len(calls) > MAX_TRACE_CALLS:  # a background loop: its first and last points tell enough
-            head, tail = MAX_TRACE_CALLS // 2, len(calls) - MAX_TRACE_CALLS // 4
-            run_start = None
-            for position, call in enumerate(calls):
-                elided = head <= position < tail and call.step not in keep
-                if elided and run_start is None:
-                    run_start = position
-                    cuts[id(call)] = 0
-                if elided:
-                    cuts[id(calls[run_start])] += 1
-                else:
-                    run_start = None
-            hidden = {id(c) for position, c in enumerate(calls) if head <= position < tail and c.step not in keep}
-            events = [e for e in events if not isinstance(e, Call) or id(e) not in hidden or id(e) in cuts]
-        for event in events:
-            if isinstance(event, Call) and id(event) in cuts:
-                lines.append(f"... {cuts[id(event)]} more points ...")
-                continue
-            if isinstance(event, Call):
-                lines.append(f"[{event.step}] {event.actor}: {_short(event.command)} -> {_short(event.result, 80)}")
-            elif isinstance(event, Complete) and event.client != SETUP_CLIENT:
-                outcome = event.status if event.value is None else f"returns {event.value}"
-                if event.status == "error":
-                    outcome = f"raises {event.error}"
-                lines.append(f"[{event.step}] c{event.client}: operation {event.op} {outcome}")
-            elif isinstance(event, Probe):
-                verdict = "agrees" if event.observed == event.source else "DISAGREES"
-                lines.append(
-                    f"probe at t={event.time:g}: layer returns {event.observed}, source holds {event.source} ({verdict})"
-                )
-        return [printable(line) for line in lines + step.after]  # values are never shown raw
-
-    def trace(self, keep: Collection[int] = ()) -> str:
-        """The run as a replayable program, each decision annotated with what it ran.
-
-        ``keep``: steps never elided from a long decision (those a failure's findings cite).
-
-        Moves of a client that had nothing to run are left out: they change nothing, so the
-        program without them replays the same run.  (Hypothesis cannot always delete them: the
-        first steps of a program also hold its swarm-testing choices.)
-        """
-        lines = [f"state = {self.machine_name}()"]
-        omitted = 0
-        for step in self.steps:
-            if step.noop:
-                omitted += 1
-                continue
-            lines.append(step.text if step.text.startswith("#") else f"state.do(step={step.text})")
-            lines.extend(f"    # {line}" for line in self.annotations(step, keep))
-        if omitted:
-            lines.insert(1, f"# ({omitted} move{'s' if omitted > 1 else ''} of idle clients left out: they do nothing)")
-        return "\n".join(lines)
-
     machine_name = "Machine"
 
     def close(self) -> None:
@@ -472,11 +405,6 @@ class BuildError(Exception):
 
 def _describe(exc: BaseException) -> str:
     return repr(exc)
-
-
-def _short(text: str, limit: int = 120) -> str:
-    text = printable(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _stuck(tasks: list[Task]) -> str:

@@ -38,9 +38,9 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ..history import REFUSED
 from ._pg_sweep import MARK, drop_database, drop_role
-from ._servers import CONNECT_TIMEOUT, ServerError
-from .history import REFUSED
+from ._server_error import CONNECT_TIMEOUT, ServerError
 
 CONNECTION_LIMIT = 12
 """Connections the run's role may hold: every client (at most 6), the probe, the harness's own,

@@ -18,13 +18,11 @@ from typing import Any, Iterable, Mapping
 import redis
 import redis.client
 
-from . import _context
-from ._calls import Batch, Command
-from ._calls import render_arg as render_arg  # re-exported: its home before ``_calls``
-from ._calls import render_command as render_command  # re-exported likewise
+from ..engine import _context
+from ..engine._scheduler import Scheduler
+from ..history import INJECTED
+from ..history._calls import Batch, Command
 from ._redis_guard import rejoin, split_name, text
-from ._scheduler import Scheduler
-from .history import INJECTED
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from typing import Any
 
 import fakeredis
 
-from . import _context
-from ._clock import VirtualClock
-from ._redis import scheduled_client
-from ._scheduler import Scheduler
+from ..engine import _context
+from ..engine._clock import VirtualClock
+from ..engine._scheduler import Scheduler
+from ..interposers._redis import scheduled_client
 
 
 class FakeCache:

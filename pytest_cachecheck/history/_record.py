@@ -27,7 +27,7 @@ import dataclasses
 import gc
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar, Union
 
 from ._calls import Batch, Command, LockPoint, Raised, Request, Rows, Sleep, Statement, decode, encode, outcome_text
 

@@ -19,11 +19,11 @@ import re
 import sqlite3
 from typing import Any, Iterator, Protocol, Sequence
 
-from . import _context
-from ._calls import PLACEHOLDER, Rows, Statement, to_data
-from ._calls import render_statement as render_statement  # re-exported: its home before ``_calls``
-from ._scheduler import Blocked, Scheduler, Task, Waitable
-from .history import INJECTED
+from ..engine import _context
+from ..engine._scheduler import Blocked, Scheduler, Task, Waitable
+from ..history import INJECTED
+from ..history._calls import PLACEHOLDER, Rows, Statement, to_data
+from ..history._calls import render_statement as render_statement  # re-exported: its home before ``_calls``
 
 _PLACEHOLDER = PLACEHOLDER
 

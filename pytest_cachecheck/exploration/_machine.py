@@ -1,6 +1,6 @@
 """The Hypothesis state machine that takes every decision of a run.
 
-One rule, ``do(step)``, whose argument is a :mod:`decision <pytest_cachecheck._decisions>`:
+One rule, ``do(step)``, whose argument is a :mod:`decision <pytest_cachecheck.exploration._decisions>`:
 start an operation on a client and preempt it after some points, resume a paused client, or
 advance virtual time.  The printed program is therefore the interleaving itself.  At teardown
 the run drains (newest operation first), probes every key with a fresh client, and is judged;
@@ -19,8 +19,7 @@ from typing import Any, Callable
 
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
-from ._decisions import Decision, decisions
-from ._environment import (
+from ..backends._environment import (
     EnvironmentFailure,
     classify_exception,
     close_quietly,
@@ -29,10 +28,13 @@ from ._environment import (
     server_name,
     stalled_in_server,
 )
+from ..engine._scheduler import Stall, UncontrolledBlocking
+from ..report._trace import annotations, trace
+from ..target import Target
+from ..verdict import Finding, Verdict
+from ._decisions import Decision, decisions
 from ._run import Run, RunConfig
-from ._scheduler import Stall, UncontrolledBlocking
-from .target import Target
-from .verdict import Finding, Verdict
+
 
 class Violation(AssertionError):
     """An example broke a property; carries the verdicts and the annotated trace."""
@@ -128,7 +130,7 @@ def build_machine(
             text = super()._repr_step(rule, data, result)
             if not self.run.steps:
                 return text
-            lines = self.run.annotations(self.run.steps[-1])
+            lines = annotations(self.run.steps[-1], self.run.scheduler.events)
             return "\n".join([text, *(f"    # {line}" for line in lines)])
 
         def decide(self, action: Callable[[], None]) -> None:
@@ -139,7 +141,7 @@ def build_machine(
             except UncontrolledBlocking as stall:
                 self.run.broken = True
                 self.check_environment(stall)
-                raise Aborted(stall, self.run.trace()) from None
+                raise Aborted(stall, trace(self.run)) from None
             except Stall as stall:
                 self.run.broken = True
                 self.check_environment(stall)
