@@ -412,6 +412,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if state is None or not state.reports:
         return
     terminalreporter.section("cachecheck")
+    brief = config.get_verbosity() <= -2  # -qq: one line per target, its verdict
     for report in state.reports:
-        for line in report.summary_lines():
+        for line in report.summary_lines()[:1] if brief else report.summary_lines():
             terminalreporter.write_line(line)

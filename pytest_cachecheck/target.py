@@ -21,7 +21,7 @@ from .contract import Contract
 __all__ = ["Source", "Target", "TargetError"]
 
 MAX_CLIENTS = 6
-FAULTS = ("crash", "cache-loss", "error")
+FAULTS = ("crash", "cache-loss", "error", "slow")
 
 
 class TargetError(ValueError):
@@ -92,14 +92,26 @@ class Target:
     source: Source = field(default_factory=Source)
     contract: Contract = field(default_factory=Contract)
     keys: Sequence[str] = ("u1", "u2")
+    absent: Sequence[str] = ()
+    """Keys with no row in the source when each example starts (the setup deletes them): a
+    read returns nothing, a write creates the row (the layer's write must insert or upsert),
+    so negative caching and create/delete races are reachable."""
     clients: int = 2
     decode_responses: bool = True
     background: bool = False
     """The layer starts threads of its own (a write-behind flusher): the machine steps them."""
     faults: Sequence[str] = ()
     """Faults Hypothesis may inject: ``crash`` (an app process dies and restarts),
-    ``cache-loss`` (the cache loses everything) and ``error`` (one Redis command or SQL
-    statement fails)."""
+    ``cache-loss`` (the cache loses everything), ``error`` (one Redis command or SQL
+    statement fails) and ``slow`` (one Redis command or SQL statement takes one of
+    :attr:`slow` virtual seconds: a slow query, a GC pause, a network hiccup)."""
+    slow: Sequence[float] = (1.0, 10.0, 60.0)
+    """The virtual seconds a ``slow`` fault may last; a lock's TTL or an entry's is the length
+    worth listing, so that a holder may outlive its lock or a fill land after its entry expired."""
+    locks: Sequence[str] = ()
+    """Redis keys the layer uses as locks, by name or glob pattern (``lock:*``), for locks the
+    commands alone cannot tell (one taken by a Lua script, not ``SET ... NX``): the lock
+    properties judge them, and a saved history keeps them."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.match(r"^[A-Za-z0-9_.-]+$", self.name):
@@ -123,11 +135,25 @@ class Target:
                 "digits and _ . : -"
             )
         object.__setattr__(self, "keys", keys)
+        absent = tuple(self.absent)
+        if not set(absent) <= set(keys):
+            raise TargetError(
+                f"Target({self.name}).absent={self.absent!r} names keys not in keys={keys!r}; list them in keys too."
+            )
+        object.__setattr__(self, "absent", absent)
         faults = tuple(self.faults)
         unknown = sorted(set(faults) - set(FAULTS))
         if unknown:
             raise TargetError(f"Target({self.name}).faults has unknown {unknown}; choose from {list(FAULTS)}.")
         object.__setattr__(self, "faults", faults)
+        locks = (self.locks,) if isinstance(self.locks, str) else tuple(self.locks)
+        if not all(isinstance(lock, str) and lock for lock in locks):
+            raise TargetError(f"Target({self.name}).locks={self.locks!r} must be key names or patterns, e.g. ('lock:*',).")
+        object.__setattr__(self, "locks", locks)
+        slow = tuple(self.slow)
+        if not slow or not all(isinstance(s, (int, float)) and 0 < s < float("inf") for s in slow):
+            raise TargetError(f"Target({self.name}).slow={self.slow!r} must be positive, finite seconds, e.g. (1, 30).")
+        object.__setattr__(self, "slow", tuple(float(s) for s in sorted(set(slow))))
         if not (isinstance(self.clients, int) and 1 <= self.clients <= MAX_CLIENTS):
             raise TargetError(f"Target({self.name}).clients={self.clients!r} must be an integer from 1 to {MAX_CLIENTS}.")
 

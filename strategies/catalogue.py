@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..contract import Contract
 from ..target import Target
 from .cache_aside import SeedCacheAside
 from .leases import LeasedCacheAside, LeasesOnlyCacheAside
+from .locks import FENCED_SOURCE, BareDelTokenLock, FencedTokenLock, SeedLockedCacheAside, UnfencedTokenLock
 from .write_behind import QUEUED_SOURCE, QueuedWriteBehind, SeedWriteBehindCache
+from .negative import GuardedNegativeCache, StickyNegativeCache
 from .read_through import SeedReadThrough
+from .refresh import RefreshingCacheAside, SeedEarlyRefresh, SingleFlightCacheAside
 from .write_through import VERSIONED_SOURCE, SeedWriteThrough, VersionedWriteThrough
 
 
@@ -48,9 +52,34 @@ KNOWN_BUGS = (
     write_behind("seed-write-behind-crash", SeedWriteBehindCache, "crash"),
     # One process, so that only the retry can reorder (two processes' flushers reorder too).
     write_behind("seed-write-behind-retry", SeedWriteBehindCache, "error", clients=1),
+    # The seed's sample is a read path alone: its lock is judged without writers beside it.
+    seed_interface("seed-lock", SeedLockedCacheAside, read="get_user_with_lock", write=None),
+    seed_interface("unfenced-token-lock", UnfencedTokenLock, source=FENCED_SOURCE),
+    seed_interface("bare-del-token-lock", BareDelTokenLock, source=FENCED_SOURCE),
+    # The seed's early refresh, reading through a 60 s entry: its refresh threads are actors.
+    seed_interface(
+        "seed-early-refresh",
+        SeedEarlyRefresh,
+        read=lambda layer, key: layer.get_with_early_refresh(f"user:{key}", 60),
+        background=True,
+    ),
+    # A user created after a reader cached "not found": the marker outlives the create.
+    seed_interface("sticky-negative-cache", StickyNegativeCache, keys=("u1",), absent=("u1",)),
 )
 CORRECT = (
     seed_interface("leased-cache-aside", LeasedCacheAside),
     seed_interface("versioned-write-through", VersionedWriteThrough, source=VERSIONED_SOURCE),
     write_behind("queued-write-behind", QueuedWriteBehind, "crash", "error", source=QUEUED_SOURCE),
+    seed_interface("fenced-token-lock", FencedTokenLock, source=FENCED_SOURCE),
+    # One load per miss, as long as no stall outlives the 10 s lease: a Tick while the holder is
+    # paused (a process pause) lets a waiter load too, so stampede=1 is not promised; the
+    # figure is reported.
+    seed_interface("single-flight-cache-aside", SingleFlightCacheAside),
+    seed_interface("refreshing-cache-aside", RefreshingCacheAside, background=True),
+    # A reader may still meet the marker between a create's commit and its DEL, after another
+    # read already saw the user: no stale read, no divergence, but no monotonic reads either.
+    seed_interface(
+        "guarded-negative-cache", GuardedNegativeCache, keys=("u1",), absent=("u1",),
+        contract=Contract(session_guarantees=False),
+    ),
 )

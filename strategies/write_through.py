@@ -55,15 +55,20 @@ VERSIONED_SOURCE = Source(
     select="SELECT name FROM users WHERE id = %s",
 )
 
-# KEYS[1] = cache key; ARGV = the row as JSON, its version.  Never go back to an older version.
-_SET_IF_NEWER = """
+def set_if_newer(field: str) -> str:
+    """A Lua script: KEYS[1] = cache key; ARGV = the row as JSON and its ``field`` (a version, a
+    fence).  It never replaces an entry whose ``field`` is as new or newer."""
+    return f"""
 local cached = redis.call('GET', KEYS[1])
-if cached and cjson.decode(cached)['version'] >= tonumber(ARGV[2]) then
+if cached and cjson.decode(cached)['{field}'] >= tonumber(ARGV[2]) then
     return 0
 end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
+
+
+_SET_IF_NEWER = set_if_newer("version")
 
 
 class VersionedWriteThrough:

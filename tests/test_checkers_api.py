@@ -16,13 +16,17 @@ BUILTIN_PROPERTIES = [
     "confinement",
     "divergence",
     "errors",
+    "lock-leak",
+    "lock-release-by-non-owner",
     "lost-write",
     "monotonic-reads",
+    "mutual-exclusion",
     "phantom-read",
     "process-hazards",
     "read-your-writes",
     "reordering",
     "stale-read",
+    "stampede",
 ]
 
 
@@ -57,6 +61,8 @@ def test_builtins_cover_every_property_sorted_by_name():
         checkers.durability,
         checkers.errors,
         checkers.confinement,
+        checkers.locks,
+        checkers.stampede,
     )
     verdicts = check(_eventful(), Contract.strict())
     assert [v.property for v in verdicts] == BUILTIN_PROPERTIES
@@ -64,13 +70,17 @@ def test_builtins_cover_every_property_sorted_by_name():
         "confinement": "ok",
         "divergence": "violated",
         "errors": "violated",
+        "lock-leak": "ok",
+        "lock-release-by-non-owner": "ok",
         "lost-write": "ok",
         "monotonic-reads": "ok",
+        "mutual-exclusion": "ok",
         "phantom-read": "violated",
         "process-hazards": "ok",
         "read-your-writes": "violated",
         "reordering": "ok",
         "stale-read": "violated",
+        "stampede": "ok",
     }
 
 

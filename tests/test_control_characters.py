@@ -11,7 +11,7 @@ from pytest_cachecheck import Budget, CachecheckFailure, Target, explore
 from pytest_cachecheck.engine._scheduler import render_result
 from pytest_cachecheck.history._printable import printable
 from pytest_cachecheck.history._calls import render_arg, render_command
-from pytest_cachecheck.interposers._sql import render_statement
+from pytest_cachecheck.history._calls import render_statement
 
 CONTROL = "\x00\x1b[31m\n"
 

@@ -61,13 +61,17 @@ def test_the_lease_variant_passes(leased_cache_aside, servers):
         "confinement": "ok",
         "divergence": "ok",
         "errors": "ok",
+        "lock-leak": "ok",
+        "lock-release-by-non-owner": "ok",
         "lost-write": "ok",
         "monotonic-reads": "ok",
+        "mutual-exclusion": "ok",
         "phantom-read": "ok",
         "process-hazards": "ok",
         "read-your-writes": "ok",
         "reordering": "ok",
         "stale-read": "ok",
+        "stampede": "ok",
     }
     assert report.reads > 0 and 0 < report.hits < report.reads
 

@@ -14,7 +14,8 @@ from pytest_cachecheck.backends._backend import embedded
 from pytest_cachecheck.engine._patches import simulated_world
 from pytest_cachecheck.exploration._run import Run, RunConfig
 from pytest_cachecheck.history._calls import render_command
-from pytest_cachecheck.interposers._sql import render_statement, to_qmark
+from pytest_cachecheck.history._calls import render_statement
+from pytest_cachecheck.interposers._sql import to_qmark
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ Each exploration runs in a helper thread joined with a 10 s limit: the property 
 that a finding comes back at all, and within the promised wall time.
 """
 
+import _thread
 import threading
 
 import pytest
@@ -19,7 +20,7 @@ from layers import (
     target,
 )
 
-from pytest_cachecheck import Budget, CachecheckFailure, Contract, RunConfig, explore
+from pytest_cachecheck import Budget, CachecheckFailure, Contract, Finding, RunConfig, Verdict, explore, hookimpl
 
 LIMIT = 10.0
 
@@ -99,3 +100,49 @@ def test_an_operation_waiting_for_a_thread_its_layer_started_is_drained_not_dead
     report = explore(target(HandsOff), Budget(examples=50, seed=1))
     assert report.passed
     assert report.properties.get("deadlock") is None
+
+
+class _HangsOnceArmed(Direct):
+    """Correct, but once :data:`_ARMED` is set (a failure was found) every read blocks outside
+    the harness: the tries made while shrinking hit the watchdog."""
+
+    def read(self, key):
+        if _ARMED:
+            BlocksOutsideControl.read(self, key)
+        return super().read(key)
+
+    def __init__(self, redis_client, connection):
+        super().__init__(redis_client, connection)
+        self.gate = _thread.allocate_lock()
+
+
+_ARMED: list[bool] = []
+
+
+class _FailsOnTwoReads:
+    """A property that fails every example with two reads or more, and arms the layer."""
+
+    @hookimpl
+    def cachecheck_check(self, history, contract):
+        reads = [op for op in history.operations() if op.kind == "read"]
+        if len(reads) < 2:
+            return Verdict("two-reads", "ok")
+        _ARMED.append(True)
+        finding = Finding("two-reads", f"{len(reads)} reads", steps=(reads[0].invoke_step,))
+        return Verdict("two-reads", "violated", (finding,))
+
+
+def test_a_watchdog_hit_while_shrinking_keeps_the_failure_found():
+    _ARMED.clear()
+    with pytest.raises(CachecheckFailure) as raised:
+        explore(
+            target(_HangsOnceArmed),
+            Budget(examples=50, seed=2),
+            plugins=[_FailsOnTwoReads()],
+            config=RunConfig(watchdog=0.3),
+        )
+    story = str(raised.value)
+    assert _ARMED, "the property never failed: the test does not exercise shrinking"
+    assert "[two-reads]" in story and "violates two-reads" in story
+    assert "Shrinking stopped here: a smaller try hit the watchdog" in story
+    assert raised.value.violation is not None

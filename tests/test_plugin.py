@@ -167,14 +167,24 @@ def test_summary_lists_target_verdict_and_figures(layers: pytest.Pytester) -> No
         [
             "*= cachecheck =*",
             "leased: PASSED (contract: strict (no stale read, converges at quiescence); *)",
-            "  verdicts: confinement ok, divergence ok, errors ok, lost-write ok, monotonic-reads ok, phantom-read ok,"
-            " process-hazards ok, read-your-writes ok, reordering ok, stale-read ok",
+            "  verdicts: confinement ok, divergence ok, errors ok, lock-leak ok, lock-release-by-non-owner ok,"
+            " lost-write ok, monotonic-reads ok, mutual-exclusion ok, phantom-read ok, process-hazards ok,"
+            " read-your-writes ok, reordering ok, stale-read ok, stampede ok",
             "  largest stale-read window: 0 s; longest divergence: 0 s",
             "  explored: 10 examples, * scheduling steps, * operations in *s (test seed *)",
             "  reads: *, hit rate *%, source queries per read *",
+            "  stampede: at most * of one missing key (mean *)",
         ]
     )
 
+
+
+def test_qq_keeps_one_summary_line_per_target(layers: pytest.Pytester) -> None:
+    result = layers.runpytest(*SMALL, "-k", "leased", "-qq")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["leased: PASSED (contract: *)"])
+    assert "verdicts:" not in result.stdout.str()
+    assert "explored:" not in result.stdout.str()
 
 # --- the racy layer fails with a story, the lease layer passes --------------------------------
 
@@ -208,7 +218,7 @@ def test_racy_layer_fails_with_the_cache_aside_story(layers: pytest.Pytester) ->
 def test_lease_layer_passes_with_the_same_options(layers: pytest.Pytester) -> None:
     result = layers.runpytest(*RACE_OPTIONS, "-k", "leased")
     result.assert_outcomes(passed=1, deselected=1)
-    result.stdout.fnmatch_lines(["leased: PASSED *", "  verdicts: confinement ok, divergence ok, *, stale-read ok"])
+    result.stdout.fnmatch_lines(["leased: PASSED *", "  verdicts: confinement ok, divergence ok, *, stale-read ok, stampede ok"])
     assert "violated" not in summary(result)
 
 
@@ -317,7 +327,7 @@ def test_conftest_property_appears_in_the_verdicts(layers: pytest.Pytester) -> N
     result = layers.runpytest(*SMALL, "-k", "leased")
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.fnmatch_lines(
-        ["leased: PASSED *", "  verdicts: *, read-your-writes ok, reordering ok, stale-read ok, team-property ok"]
+        ["leased: PASSED *", "  verdicts: *, read-your-writes ok, reordering ok, stale-read ok, stampede ok, team-property ok"]
     )
 
 
@@ -333,7 +343,7 @@ def test_violated_conftest_property_fails_the_exploration_with_its_finding(layer
             "[[]no-writes[]] client * wrote u* at step *",
             "Minimal interleaving (1 decision*);"
             " replay: pytest test_layer.py::test_leased --cachecheck --cachecheck-seed=5 --cachecheck-examples=30",
-            "state.do(step=Write(client=*, key='u*'))",
+            "state.do(step=Write(client=*, key='u*'*))",
             "*= cachecheck =*",
             "leased: FAILED *",
             "  verdicts: *, no-writes violated, *",

@@ -51,7 +51,7 @@ import redis.client
 
 from ..engine._clock import EPOCH
 from ..engine._scheduler import Scheduler
-from ..interposers._redis import KeySpec, key_specs, scheduled_client
+from ..interposers._redis import KeySpec, key_positions, key_specs, scheduled_client
 from ..interposers._redis_guard import guarded, rejoin, split_name
 from ._redis_acl import RunUser, known_commands
 from ._server_error import ServerError, safe_url
@@ -70,6 +70,12 @@ _TTL_SETTERS = {
 _TTL_READERS = {"TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"}
 _LISTINGS = {"KEYS", "SCAN"}
 _CHANNELS = {"PUBLISH", "SPUBLISH"}
+_MOVABLE_KNOWN = {"XREAD", "XREADGROUP", "BLMPOP", "BZMPOP", "LMPOP", "ZMPOP", "SINTERCARD", "ZINTERCARD",
+                  "ZUNION", "ZINTER", "ZDIFF", "ZUNIONSTORE", "ZINTERSTORE", "ZDIFFSTORE"}
+"""Commands with movable keys whose positions the interposer locates (``numkeys``, ``STREAMS``)."""
+_REPLY_LEADS_WITH_KEY = {"BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX", "BLMPOP", "LMPOP", "BZMPOP", "ZMPOP"}
+_REPLIES_WITH_KEYS = _REPLY_LEADS_WITH_KEY | {"XREAD", "XREADGROUP"}
+"""Commands whose reply names the keys it came from: given back without the run's prefix."""
 _CONDITIONS = {"NX", "XX", "GT", "LT"}
 _CARRY_DEADLINE = {"RENAME", "RENAMENX", "COPY"}
 _BATCH = 500
@@ -233,14 +239,15 @@ class Confinement:
         keys, rewritten = self.rewrite(name, args)
         rewritten = rejoin(original, rewritten)
         if self.captures(name, args):
-            return self._capturing_ttls(client, name, rewritten, keys, send)
-        return send(*rewritten)
+            reply = self._capturing_ttls(client, name, rewritten, keys, send)
+        else:
+            reply = send(*rewritten)
+        return self._keys_in_reply(client, name, reply) if name in _REPLIES_WITH_KEYS else reply
 
     # -- key layout ------------------------------------------------------------------------
 
     def rewrite(self, name: str, args: tuple) -> tuple[list[bytes], list[Any]]:
         """The full server keys ``args`` names, and ``args`` with those keys prefixed."""
-        prefix = self.cache.prefix
         out = list(args)
         if name in _LISTINGS:
             raise UnsupportedCommand(
@@ -251,6 +258,8 @@ class Confinement:
             return [], out
         if name in _SCRIPTS:
             positions = range(3, 3 + int(out[2]))
+        elif name in _MOVABLE_KNOWN:
+            positions = key_positions(self.cache.specs, name, tuple(args))
         else:
             spec = self._spec(name, args)
             if spec is None or spec.first == 0:
@@ -268,6 +277,8 @@ class Confinement:
             keys.append(_raw(out[position]))
         self.cache.touched.update(keys)
         out = self._relative_expiry(name, out)
+        if name == "XADD":
+            out = self._virtual_stream_id(out)
         sent = _text(out[0]).upper()
         if keys and sent in ("EXPIRE", "PEXPIRE"):
             out = self._conditional_expire(sent, out, keys[0])
@@ -306,6 +317,14 @@ class Confinement:
             else:
                 out += ["MATCH", pattern + "*"]
         result = self.cache.admin.execute_command(*out)
+        unprefixed = self._unprefixer(client)
+        if name == "KEYS":
+            return [unprefixed(key) for key in result]
+        cursor, keys = result
+        return cursor, [unprefixed(key) for key in keys]
+
+    def _unprefixer(self, client: redis.Redis) -> Callable[[Any], Any]:
+        """A server key made the layer's again: the prefix stripped, decoded as the client decodes."""
         decode = client.connection_pool.connection_kwargs.get("decode_responses", False)
         strip = len(self.cache.prefix.encode())
 
@@ -313,10 +332,18 @@ class Confinement:
             key = _raw(key)[strip:]
             return key.decode() if decode else key
 
-        if name == "KEYS":
-            return [unprefixed(key) for key in result]
-        cursor, keys = result
-        return cursor, [unprefixed(key) for key in keys]
+        return unprefixed
+
+    def _keys_in_reply(self, client: redis.Redis, name: str, reply: Any) -> Any:
+        """Replies that name the key they came from (``BLPOP``, ``ZMPOP``, ``XREAD`` ...), unprefixed."""
+        if not reply:
+            return reply
+        unprefixed = self._unprefixer(client)
+        if name in _REPLY_LEADS_WITH_KEY:
+            return type(reply)([unprefixed(reply[0]), *reply[1:]])
+        if isinstance(reply, dict):  # XREAD under RESP3
+            return {unprefixed(stream): entries for stream, entries in reply.items()}
+        return [type(pair)([unprefixed(pair[0]), *pair[1:]]) for pair in reply]
 
     # -- virtual time ----------------------------------------------------------------------
 
@@ -337,6 +364,27 @@ class Confinement:
                     millis = round((float(_text(out[i + 1])) * scale - self._now_absolute()) * 1000)
                     # Already past: an absolute time in the past, as Redis itself would be given.
                     out[i : i + 2] = ["PX", millis] if millis > 0 else ["PXAT", 1]
+        return out
+
+    def _virtual_stream_id(self, out: list[Any]) -> list[Any]:
+        """``XADD key ... *``: the entry's id from the virtual clock (``<ms>-*``), not the server's.
+
+        The embedded cache numbers entries from the virtual clock too, so both backends give
+        the same ids for the same decisions.
+        """
+        i = 2
+        upper = [_text(arg).upper() if isinstance(arg, (str, bytes)) else "" for arg in out]
+        while i < len(out):
+            if upper[i] == "NOMKSTREAM":
+                i += 1
+            elif upper[i] in ("MAXLEN", "MINID"):
+                i += 3 if i + 1 < len(out) and upper[i + 1] in ("=", "~") else 2
+            elif upper[i] == "LIMIT":
+                i += 2
+            else:
+                break
+        if i < len(out) and upper[i] == "*":
+            out[i] = f"{int(round(self._now_absolute() * 1000))}-*"
         return out
 
     def _conditional_expire(self, name: str, out: list[Any], key: bytes) -> list[Any]:

@@ -11,6 +11,8 @@ its definition written down:
 * :mod:`.durability` — ``lost-write`` and ``reordering``
 * :mod:`.errors` — ``errors``
 * :mod:`.confinement` — ``confinement`` and ``process-hazards``
+* :mod:`.locks` — ``mutual-exclusion``, ``lock-release-by-non-owner`` and ``lock-leak``
+* :mod:`.stampede` — ``stampede`` (figures on every target; a finding only under ``Contract(stampede=n)``)
 
 Because checkers only read the history, a saved history re-checked later gives the same
 verdicts.
@@ -30,13 +32,17 @@ verdicts.
 confinement ok
 divergence unknown
 errors ok
+lock-leak ok
+lock-release-by-non-owner ok
 lost-write unknown
 monotonic-reads ok
+mutual-exclusion ok
 phantom-read ok
 process-hazards ok
 read-your-writes ok
 reordering unknown
 stale-read violated
+stampede ok
 >>> [stale] = [v for v in check(history, Contract.strict()) if v.property == "stale-read"]
 >>> print(stale.violations[0].message)
 client 2 read u1 at step 4 (t=7 s) and got the initial value u1.v0, but client 1's write of u1.v1 was acknowledged at step 3 (t=2 s): 5 s stale, 1 write behind.
@@ -55,11 +61,11 @@ from .. import hooks
 from ..contract import Contract
 from ..history import History
 from ..verdict import Verdict
-from . import confinement, divergence, durability, errors, session, staleness
+from . import confinement, divergence, durability, errors, locks, session, staleness, stampede
 
 __all__ = ["BUILTIN_CHECKERS", "check", "checker_manager"]
 
-BUILTIN_CHECKERS = (staleness, session, divergence, durability, errors, confinement)
+BUILTIN_CHECKERS = (staleness, session, divergence, durability, errors, confinement, locks, stampede)
 """The checker modules every run is judged by."""
 
 

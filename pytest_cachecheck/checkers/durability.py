@@ -66,7 +66,8 @@ def lost_writes(history: History, contract: Contract) -> list[Verdict]:
                 continue  # not required, or the source ends on it
             if write.invoke_step > last_end:  # every write the source may end on is older
                 suspects.append((key, value, write, ending[0]))
-    faults = calls_of(history, "fault") if suspects else []
+    # What can lose a write: a crash, the cache's loss; not a slow call (it only delays it).
+    faults = [c for c in calls_of(history, "fault") if not c.command.startswith("slow:")] if suspects else []
     statements = calls_of(history, "sql") if suspects else []
     written = {write.written for _, _, write, _ in suspects}
     in_source = {value for value, found in mentioning(statements, written, attrgetter("command")).items() if found}

@@ -13,10 +13,12 @@ the harness's own I/O and must never become scheduling points.
 What a layer does to the test process itself (a real thread left running, a fork, a signal
 handler or alarm) is patched here too, and found, refused or contained by ``_hazards``.
 
-Limits: a name bound before the patch (``from time import sleep`` at import time) keeps the
-original; a class defined as ``class Flusher(threading.Thread)`` at import time stays a real
-thread (it blocks outside our control and the watchdog reports it; left running, it is a
-process hazard).
+A name the layer's modules bound before the patch (``from time import sleep``,
+``from threading import Condition`` at import time, in the user's code or a library such as
+cachetools) is replaced too, in those modules only.  Limits: a lock *created* before the
+exploration stays real; a class defined as ``class Flusher(threading.Thread)`` at import time
+stays a real thread (it blocks outside our control and the watchdog reports it; left running,
+it is a process hazard).
 """
 
 from __future__ import annotations
@@ -158,6 +160,28 @@ def _replacements() -> list[tuple[object, str, Any]]:
     return plan
 
 
+def _bound_by_name(plan: list[tuple[object, str, Any]]) -> list[tuple[object, str, Any]]:
+    """The same replacements where the layer's code (a user's module, a library such as
+    cachetools) bound a patched function or class by name before exploration:
+    ``from threading import Condition``, ``from time import sleep``.
+
+    Only modules of the layer's kind are touched (never the standard library's, the drivers' or
+    the harness's own); the replacements dispatch on the caller, so code outside a simulated
+    client still gets the real thing.
+    """
+    originals = {id(getattr(module, name)): (getattr(module, name), replacement) for module, name, replacement in plan}
+    found = []
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict) or module_kind(getattr(module, "__name__", "") or "") != "layer":
+            continue
+        for name, value in list(namespace.items()):
+            hit = originals.get(id(value))
+            if hit is not None and hit[0] is value:
+                found.append((module, name, hit[1]))
+    return found
+
+
 _depth = 0
 _saved: list[tuple[object, str, Any]] = []
 
@@ -167,7 +191,8 @@ def simulated_world() -> Iterator[None]:
     """Install the dispatchers for the duration (re-entrant; restored on the way out)."""
     global _depth
     if _depth == 0:
-        for module, name, replacement in _replacements():
+        plan = _replacements()
+        for module, name, replacement in plan + _bound_by_name(plan):
             _saved.append((module, name, getattr(module, name)))
             setattr(module, name, replacement)
     _depth += 1

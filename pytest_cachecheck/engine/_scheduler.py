@@ -77,6 +77,8 @@ class Blocked:
     waitable: "Waitable"
     deadline: float | None = None
     reason: str = ""
+    retry_is_free: bool = False
+    """The retry is the same point finishing (a sleep reaching its wake time), not a new one."""
 
 
 class Waitable:
@@ -131,6 +133,8 @@ class Task:
         self.op_waited = 0.0
         self.waiting_on: Waitable | None = None
         self.deadline: float | None = None
+        self.waiting_free_retry = False
+        """Whether the wait is a fair sleep: the clock reaching its deadline finishes the point."""
         self.timed_out = False
         self.in_point = False
         self.cancelled = False
@@ -193,6 +197,8 @@ class Scheduler:
         self.events: list[Event] = []
         self.points = 0
         self._back = _Baton()
+        self._clock_moving = Waitable()
+        self._clock_moving.label = "the clock"
         self._running: Task | None = None
         self._dead = False
         self._labels = 0
@@ -235,19 +241,81 @@ class Scheduler:
         if task.state not in ("new", "idle"):
             raise HarnessError(f"{task.name} is {task.state}, cannot take a new job")
         task._job = job
-        self._resume(task, budget)
+        self._run_for(task, budget)
 
     def step(self, task: Task, budget: int = 1) -> None:
-        """Let ``task`` execute ``budget`` points and park before the next one."""
+        """Let ``task`` execute ``budget`` points and park before the next one.
+
+        A task in a timed wait (a sleep, a wait with a timeout) needs the clock to reach its
+        deadline.  For an operation of a client, time is fair: the other clients' operations that
+        could run (paused by a decision, or waking earlier) run first, until each blocks, sleeps
+        or finishes, and the clock only then moves (:meth:`_reach`).  A preempted client is
+        paused in points, not in virtual time.
+        """
         if not task.runnable:
             raise HarnessError(f"{task.name} is {task.state}, not runnable")
-        if task.state == "waiting":
-            # Only a timed wait is runnable while waiting: autojump to its deadline.
-            assert task.deadline is not None
-            task.op_waited += self.clock.advance_to(task.deadline)
-            task.timed_out = True
-            task.state = "ready"
-        self._resume(task, budget)
+        self._run_for(task, budget)
+
+    def _run_for(self, task: Task, budget: int) -> None:
+        while True:
+            if task.state == "waiting":
+                assert task.deadline is not None
+                free = task.waiting_free_retry
+                if task.parent is None and task.op is not None:
+                    self._reach(task)
+                else:  # a background thread, a build: autojump to its deadline
+                    task.op_waited += self.clock.advance_to(task.deadline)
+                    task.timed_out = True
+                    task.state = "ready"
+                budget += 1 if free else 0
+            self._resume(task, budget)
+            if task.state != "waiting" or not task.waiting_free_retry or task.budget <= 0:
+                return
+            budget = task.budget  # a fair sleep parked it: others ran, its budget goes on
+
+    def _reach(self, task: Task) -> None:
+        """Move the clock to ``task``'s deadline, fairly: every other operation that could run
+        first runs until it blocks; then the clock moves to the earliest deadline, and a waiter
+        whose deadline that is runs before the clock moves on."""
+        while task.state == "waiting":
+            self._catch_up(task)
+            if task.state != "waiting":
+                return  # woken by what ran
+            first = min(self._timed_waiters(), key=lambda t: (t.deadline, self.tasks.index(t)))
+            moved = self.clock.advance_to(first.deadline)  # type: ignore[arg-type]
+            task.op_waited += moved
+            if first is not task:
+                first.op_waited += moved
+            first.timed_out = True
+            first.state = "ready"
+            if first is task:
+                return
+
+    def _catch_up(self, task: Task) -> None:
+        while True:
+            contenders = self._contenders(task)
+            if not contenders:
+                return
+            self._resume(contenders[0], _UNLIMITED)
+
+    def _contenders(self, task: Task) -> list[Task]:
+        """Other clients' operations that could run now: paused by a decision, or just woken."""
+        return [t for t in self.tasks if t is not task and t.parent is None and t.op is not None and t.state == "ready"]
+
+    def _timed_waiters(self) -> list[Task]:
+        return [
+            t for t in self.tasks
+            if t.parent is None and t.op is not None and t.state == "waiting" and t.deadline is not None
+        ]
+
+    def _must_let_others_run(self, task: Task, wake: float) -> bool:
+        """Whether ``task`` sleeping until ``wake`` would move the clock past another client's
+        operation that could run before then."""
+        if task.parent is not None or task.op is None:
+            return False
+        return bool(self._contenders(task)) or any(
+            t is not task and t.deadline is not None and t.deadline < wake for t in self._timed_waiters()
+        )
 
     def run_to_completion(self, task: Task) -> None:
         """Step ``task`` until its job ends or it blocks (points are bounded per operation)."""
@@ -352,7 +420,8 @@ class Scheduler:
             finally:
                 task.in_point = False
             if isinstance(outcome, Blocked):
-                self._log_call(task, system, text, request, blocked=outcome.reason)
+                if not outcome.retry_is_free:
+                    self._log_call(task, system, text, request, blocked=outcome.reason)
                 self._wait(task, outcome)
                 continue
             task.timed_out = False
@@ -378,9 +447,17 @@ class Scheduler:
                     f"{task.name} would sleep until t={wake:g} s, past the contract's "
                     f"{self.timeout:g} s timeout for one operation",
                 )
+            if self.clock.now < wake and self._must_let_others_run(task, wake):
+                return self.later(wake, "sleeping")
             task.op_waited += self.clock.advance_to(wake)
+            return None
 
         self.point("sleep", Sleep(seconds), wake_up)
+
+    def later(self, deadline: float, reason: str) -> Blocked:
+        """What a point's action returns to finish once the clock reaches ``deadline`` (a sleep, a
+        slow call): the task waits for the clock, fairly (:meth:`step`), and the retry is free."""
+        return Blocked(self._clock_moving, deadline, reason, retry_is_free=True)
 
     def hang(self, task: Task, kind: str, message: str) -> None:
         """Report from inside ``task`` that it can never finish; parks it until cancelled."""
@@ -416,6 +493,7 @@ class Scheduler:
         task.state = "waiting"
         task.waiting_on = blocked.waitable
         task.deadline = blocked.deadline
+        task.waiting_free_retry = blocked.retry_is_free
         task.timed_out = False
         blocked.waitable.waiters.append(task)
         try:
@@ -424,6 +502,7 @@ class Scheduler:
             blocked.waitable.waiters.remove(task)
             task.waiting_on = None
             task.deadline = None
+            task.waiting_free_retry = False
 
     def _log_call(self, task: Task, system: str, text: str, request: Any, **outcome: Any) -> None:
         """Log a call: its data, and ``text`` (``request.text()``, rendered once per point)."""

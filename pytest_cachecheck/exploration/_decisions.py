@@ -161,6 +161,21 @@ class Fail(Decision):
         return f"Fail(client={self.client}, system={self.system!r})"
 
 
+class Slow(Decision):
+    """The next ``system`` call (``redis`` or ``sql``) of client ``client`` takes ``seconds``."""
+
+    __slots__ = ("client", "system", "seconds")
+
+    def __init__(self, client: int, system: str, seconds: float) -> None:
+        self.client, self.system, self.seconds = client, system, seconds
+
+    def apply(self, run: Run) -> None:
+        run.slow_next(self.client, self.system, self.seconds, text=repr(self))
+
+    def __repr__(self) -> str:
+        return f"Slow(client={self.client}, system={self.system!r}, seconds={self.seconds:g})"
+
+
 _STARTS = {"read": Read, "write": Write, "delete": Delete}
 
 
@@ -208,6 +223,15 @@ def decisions(target: Target) -> st.SearchStrategy[Decision]:
         per_branch.append([((True, order + 2, 0, 0, 0), LoseCache())])
     if "error" in target.faults:
         per_branch.append([((True, order + 3, c, i, 0), Fail(c, system)) for c in clients for i, system in enumerate(("sql", "redis"))])
+    if "slow" in target.faults:
+        per_branch.append(
+            [
+                ((True, order + 4, c, i, j), Slow(c, system, seconds))
+                for c in clients
+                for i, system in enumerate(("sql", "redis"))
+                for j, seconds in enumerate(target.slow)
+            ]
+        )
     # Each branch (resume, each kind of operation, tick) is drawn equally often.
     size = max(len(branch) for branch in per_branch)
     pool = [entry for branch in per_branch for entry in branch * (size // len(branch))]

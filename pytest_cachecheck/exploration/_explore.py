@@ -36,6 +36,7 @@ from ..history._printable import printable
 from ..report._report import Report, describe_failure
 from ..report._trace import trace
 from ..target import Target
+from ._constants import no_local_constants
 from ._machine import Aborted, EnvironmentAbort, Violation, build_machine, stall_verdict
 from ._run import Run, RunConfig
 
@@ -104,11 +105,13 @@ def explore(
         if any(v.status == "violated" for v in verdicts):
             report.first_failure(time.perf_counter() - started)
             cited = {step for v in verdicts if v.status == "violated" for f in v.findings for step in f.steps}
-            raise Violation(verdicts, trace(run, keep=cited), history)
+            found.append(Violation(verdicts, trace(run, keep=cited), history))
+            raise found[-1]
 
     def record(run: Run) -> None:
         report.absorb_history(run.history())
 
+    found: list[Violation] = []  # every failing example so far; shrinking only ever adds smaller ones
     machine = build_machine(target, config, backend, judge, record)
     # The database keys saved examples by this digest: one per target and test, so a failure
     # saved for one target is never replayed into another.
@@ -129,7 +132,7 @@ def explore(
     environment: EnvironmentFailure | None = None
     chatter = Chatter()
     try:
-        with quiet_layer(chatter), _patches.simulated_world():
+        with quiet_layer(chatter), _patches.simulated_world(), no_local_constants():
             try:
                 run_state_machine_as_test(machine, settings=run_settings)
             except BaseException as exc:
@@ -138,21 +141,15 @@ def explore(
                     raise
                 raise stopped from None
     except Violation as violation:
-        # The minimal example's verdicts, not every example's: shrinking meets other failures
-        # on its way, and a database replay meets none of them.
-        report.judged_by(violation.verdicts)
-        replay = budget.replay or f"explore(target, Budget(seed={budget.seed}, examples={budget.examples}, steps={budget.steps}))"
-        report.failure = describe_failure(target, violation.verdicts, violation.trace, replay)
-        failure = CachecheckFailure(report.failure, report, violation)
+        failure = _violated(target, budget, report, violation)
     except Aborted as aborted:
-        report.properties = {aborted.stall.kind: "violated"}  # the verdict of the example that stalled
-        report.failure = (
-            f"cachecheck: {target.name} violates {aborted.stall.kind}\n\n"
-            f"[{aborted.stall.kind}] {printable(aborted.stall.message)}\n\n"
-            "Interleaving when it happened (not shrunk: each try would cost the watchdog's wall time):\n"
-            f"{aborted.trace}"
-        )
-        failure = CachecheckFailure(report.failure, report)
+        if found:
+            # A try made while shrinking blocked outside the harness: the failure already found
+            # stands, as small as shrinking had made it.
+            note = f"(Shrinking stopped here: a smaller try hit the watchdog: {printable(aborted.stall.message)})"
+            failure = _violated(target, budget, report, found[-1], note)
+        else:
+            failure = _aborted(target, report, aborted)
     except EnvironmentAbort as abort:
         environment = abort.failure
     finally:
@@ -167,6 +164,28 @@ def explore(
     if failure is not None:
         raise failure
     return report
+
+
+def _violated(target: Target, budget: Budget, report: Report, violation: Violation, note: str = "") -> CachecheckFailure:
+    # The minimal example's verdicts, not every example's: shrinking meets other failures on its
+    # way, and a database replay meets none of them.
+    report.judged_by(violation.verdicts)
+    replay = budget.replay or f"explore(target, Budget(seed={budget.seed}, examples={budget.examples}, steps={budget.steps}))"
+    report.failure = describe_failure(target, violation.verdicts, violation.trace, replay)
+    if note:
+        report.failure += f"\n\n{note}"
+    return CachecheckFailure(report.failure, report, violation)
+
+
+def _aborted(target: Target, report: Report, aborted: Aborted) -> CachecheckFailure:
+    report.properties = {aborted.stall.kind: "violated"}  # the verdict of the example that stalled
+    report.failure = (
+        f"cachecheck: {target.name} violates {aborted.stall.kind}\n\n"
+        f"[{aborted.stall.kind}] {printable(aborted.stall.message)}\n\n"
+        "Interleaving when it happened (not shrunk: each try would cost the watchdog's wall time):\n"
+        f"{aborted.trace}"
+    )
+    return CachecheckFailure(report.failure, report)
 
 
 def _stopped_by_us(exc: BaseException) -> BaseException:

@@ -6,7 +6,8 @@ drains what is in flight, probes every key with a fresh client, and jumps the cl
 expiry until the layer agrees with the source or nothing is left to expire.
 
 Invariant: the history is complete for everything that ran; the *setup* client (0) writes each
-key's initial value before any client exists, acknowledged before step 1 of the clients.
+key's initial value (deletes each key the target lists as absent) before any client exists,
+acknowledged before step 1 of the clients.
 """
 
 from __future__ import annotations
@@ -89,11 +90,12 @@ class Run:
         self.steps: list[Step] = []
         self.broken = False
         self._helped = 0
-        initial = [(key, f"{key}.v0") for key in target.keys]
-        self.world.setup_source(target.source, initial)
-        for key, value in initial:
+        initial = [(key, None if key in target.absent else f"{key}.v0") for key in target.keys]
+        self.world.setup_source(target.source, [(key, value) for key, value in initial if value is not None])
+        for key, value in initial:  # an absent key starts as if deleted: reading it returns nothing
             op = next(self._ops)
-            self.scheduler.log(Invoke, client=SETUP_CLIENT, op=op, kind="write", key=key, value=value)
+            kind = "delete" if value is None else "write"
+            self.scheduler.log(Invoke, client=SETUP_CLIENT, op=op, kind=kind, key=key, value=value)
             self.scheduler.log(Complete, client=SETUP_CLIENT, op=op, status="ok")
         self.clients = [self._new_client(number, f"c{number}") for number in range(1, target.clients + 1)]
 
@@ -222,12 +224,21 @@ class Run:
         """Make client ``number``'s next Redis command or SQL statement fail."""
         client = self.client(number)
         self._begin(text or f"fail_next(client={number}, system={system!r})")
-        if system == "sql":
-            client.connection.fail_next = True
-        else:
-            client.redis._cachecheck_fail_next = True
+        self._next_call(client, system).fail = True
         self.steps[-1].notes.append(f"{client.name}'s next {system} call will fail")
         self._end()
+
+    def slow_next(self, number: int, system: str, seconds: float, *, text: str = "") -> None:
+        """Make client ``number``'s next Redis command or SQL statement take ``seconds`` of virtual time."""
+        client = self.client(number)
+        self._begin(text or f"slow_next(client={number}, system={system!r}, seconds={seconds:g})")
+        self._next_call(client, system).slow = seconds
+        self.steps[-1].notes.append(f"{client.name}'s next {system} call will take {seconds:g} s")
+        self._end()
+
+    @staticmethod
+    def _next_call(client: Client, system: str) -> Any:
+        return client.connection.next_call if system == "sql" else client.redis._cachecheck_next
 
     def _actors_of(self, number: int) -> list[Task]:
         return [task for task in self.scheduler.actors() if task.client == number and task.state != "done"]
@@ -376,7 +387,7 @@ class Run:
     # -- the record ------------------------------------------------------------------------
 
     def history(self) -> History:
-        return History(tuple(self.scheduler.events))
+        return History(tuple(self.scheduler.events), tuple(self.target.locks))
 
     def _begin(self, text: str) -> None:
         self.steps.append(Step(text, len(self.scheduler.events)))

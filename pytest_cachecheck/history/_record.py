@@ -228,9 +228,15 @@ class Operation:
 
 @dataclass(frozen=True)
 class History:
-    """An ordered, immutable sequence of events with the views checkers need."""
+    """An ordered, immutable sequence of events with the views checkers need.
+
+    ``locks`` names the Redis keys (names or glob patterns) the target said it uses as locks
+    (:attr:`~pytest_cachecheck.Target.locks`), so that a checker, or an offline re-check, tells
+    them from the commands' own evidence (:func:`~pytest_cachecheck.history.roles.key_roles`).
+    """
 
     events: tuple[Event, ...]
+    locks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         last_step, last_time = -1, float("-inf")
@@ -338,7 +344,8 @@ class History:
     # Serialisation: a history can be saved and re-checked without re-running anything.
 
     def to_json(self) -> str:
-        """The history as JSON: ``{"schema": "cachecheck-history/1", "events": [...]}``.
+        """The history as JSON: ``{"schema": "cachecheck-history/1", "events": [...]}``, and
+        ``"locks": [...]`` when the target named its locks.
 
         Each event is an object of its fields plus ``"type"``.  A call with a ``request`` is
         written as data alone (its text is rendered again when read); values JSON lacks (bytes,
@@ -346,7 +353,10 @@ class History:
         back an equal history, binary values included.
         """
         rows = [_row(event) for event in self.events]
-        return json.dumps({"schema": SCHEMA, "events": rows}, indent=None, separators=(",", ":"))
+        document: dict[str, Any] = {"schema": SCHEMA, "events": rows}
+        if self.locks:  # written only when named, so a history without them reads as before
+            document["locks"] = list(self.locks)
+        return json.dumps(document, indent=None, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> "History":
@@ -359,8 +369,9 @@ class History:
                     f"expected {SCHEMA!r}"
                 )
             rows = data["events"]
+            locks = tuple(data.get("locks", ()))
         elif isinstance(data, list):
-            rows = data  # the first format: events with text-only calls, which still read as such
+            rows, locks = data, ()  # the first format: events with text-only calls, which still read as such
         else:
             raise ValueError(f"not a cachecheck history: a JSON {type(data).__name__}")
         events = []
@@ -369,11 +380,11 @@ class History:
             if kind not in _EVENT_TYPES:
                 raise ValueError(f"unknown history event type {kind!r}")
             events.append(_EVENT_TYPES[kind](**{name: decode(value) for name, value in row.items()}))
-        return cls(tuple(events))
+        return cls(tuple(events), locks)
 
     @classmethod
-    def of(cls, events: Iterable[Event]) -> "History":
-        return cls(tuple(events))
+    def of(cls, events: Iterable[Event], locks: Iterable[str] = ()) -> "History":
+        return cls(tuple(events), tuple(locks))
 
 
 @contextlib.contextmanager

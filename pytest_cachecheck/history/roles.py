@@ -9,7 +9,9 @@ before any prefix; a bytes key is decoded as UTF-8) one role, by the first rule 
 2. ``entry``: some value written to it or read from it carries a value token of the run
    (``u1.v3``: a value an operation wrote or a read returned, see
    :class:`~pytest_cachecheck.history.Invoke`): the cache proper.
-3. ``lock``: it is named in ``locks``, or set only-if-absent (``SET ... NX``, ``SETNX``), as a
+3. ``lock``: it is named in ``locks`` (by name or glob pattern, ``lock:*``; the target's
+   :attr:`~pytest_cachecheck.Target.locks`, kept as :attr:`History.locks`, always count), or
+   set only-if-absent (``SET ... NX``, ``SETNX``), as a
    lock, a lease or redis-py's ``r.lock()`` is; its release (``DEL``, a compare-and-delete
    script) needs no rule of its own.
 4. ``other``: everything else (counters, fences, sequence numbers, flags).
@@ -23,6 +25,7 @@ recorded as text only names no key and is left out.  A lock taken by a script al
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
 from ._record import Call, Command, Complete, History, Invoke
@@ -87,15 +90,16 @@ class KeyRoles(Mapping[str, str]):
 
 
 def key_roles(history: History, locks: Iterable[str] = ()) -> KeyRoles:
-    """The role of every key the history's Redis commands name; ``locks`` names keys that are
-    locks whatever the commands say (unless a list or stream command names them)."""
-    named = frozenset(key_name(key) for key in locks)
+    """The role of every key the history's Redis commands name; ``locks`` (with the history's
+    own :attr:`~pytest_cachecheck.history.History.locks`) names keys, or glob patterns of keys,
+    that are locks whatever the commands say (unless a list or stream command names them)."""
+    named = frozenset(key_name(key) for key in (*history.locks, *locks))
     return history.cached(f"key roles {sorted(named)!r}", lambda h: _classify(h, named))
 
 
 def _classify(history: History, named: frozenset[str]) -> KeyRoles:
     tokens = {e.value for e in history.events if type(e) in (Invoke, Complete) and e.value is not None}
-    carries = _token_finder(tokens)
+    carries = token_finder(tokens)
     queues: set[str] = set()
     entries: set[str] = set()
     absent_only: set[str] = set()
@@ -120,7 +124,7 @@ def _classify(history: History, named: frozenset[str]) -> KeyRoles:
     for key in seen:
         if key in queues:
             roles[key] = QUEUE
-        elif key in named:
+        elif _named(key, named):
             roles[key] = LOCK
         elif key in entries:
             roles[key] = ENTRY
@@ -131,6 +135,11 @@ def _classify(history: History, named: frozenset[str]) -> KeyRoles:
     return KeyRoles(roles)
 
 
+def _named(key: str, named: frozenset[str]) -> bool:
+    """Whether ``key`` is one of ``named``, or matches one of its glob patterns."""
+    return key in named or any(fnmatchcase(key, pattern) for pattern in named if any(c in pattern for c in "*?["))
+
+
 def _only_if_absent(command: Command) -> bool:
     """``SETNX k v``, or ``SET k v ... NX ...``."""
     if command.name == "SETNX":
@@ -138,8 +147,9 @@ def _only_if_absent(command: Command) -> bool:
     return command.name == "SET" and any(key_name(arg).upper() == "NX" for arg in command.args if isinstance(arg, (str, bytes)))
 
 
-def _token_finder(tokens: set[str]):
-    """A test of whether a value (str, bytes, or a list of them) carries one of ``tokens``."""
+def token_finder(tokens: set[str] | frozenset[str]):
+    """A test of whether a value (str, bytes, a list or dict of them) carries one of ``tokens``,
+    as a whole token: ``u1.v1`` is not carried by ``u1.v10``.  Shared with the checkers."""
     if not tokens:
         return lambda value: False
     pattern = re.compile("|".join(re.escape(token) for token in sorted(tokens, key=len, reverse=True)))

@@ -19,7 +19,9 @@ import redis
 import redis.client
 
 from ..engine import _context
-from ..engine._scheduler import Scheduler
+from ..engine._faults import NextCall
+from ._blocking import cooperative, touched
+from ..engine._scheduler import Blocked, Scheduler
 from ..history import INJECTED
 from ..history._calls import Batch, Command
 from ._redis_guard import rejoin, split_name, text
@@ -143,7 +145,7 @@ def scheduled_client(
         base_instance.__class__ = cls
     # A client is reused from example to example: nothing of the last one may remain.
     base_instance._cachecheck_scheduler = scheduler  # type: ignore[attr-defined]
-    base_instance._cachecheck_fail_next = False  # type: ignore[attr-defined]
+    base_instance._cachecheck_next = NextCall()  # type: ignore[attr-defined]
     base_instance._cachecheck_policy = None  # type: ignore[attr-defined]
     base_instance._cachecheck_specs = specs if specs is not None else embedded_specs()  # type: ignore[attr-defined]
     # Where a script registered on a client of an earlier run is sent instead (_ScheduledScript).
@@ -168,17 +170,26 @@ class _ScheduledClient:
         def send(*sent: Any) -> Any:
             return parent.execute_command(*sent, **options)
 
-        action = (lambda: send(*args)) if policy is None else (lambda: policy.execute(self, args, send))
-        command = command_of(args, self._cachecheck_specs)
-        return self._cachecheck_scheduler.point("redis", command, self._faulty(action))
+        def sent(*words: Any) -> Any:
+            return send(*words) if policy is None else policy.execute(self, words, send)
 
-    _cachecheck_fail_next = False
-    """Set by the ``error`` fault: the next command raises ConnectionError instead of running."""
+        scheduler = self._cachecheck_scheduler
+        command = command_of(args, self._cachecheck_specs)
+        action = cooperative(args, sent, scheduler) or (lambda: sent(*args))
+        result = scheduler.point("redis", command, self._faulty(action))
+        touched(scheduler, command.keys)
+        return result
+
+    _cachecheck_next: NextCall
+    """Armed by the ``error`` fault (the next command raises ConnectionError instead of running)
+    and the ``slow`` fault (it takes stated virtual seconds)."""
 
     def _faulty(self, action: Any) -> Any:
         def run() -> Any:
-            if self._cachecheck_fail_next:
-                self._cachecheck_fail_next = False
+            fault = self._cachecheck_next.take(self._cachecheck_scheduler, "redis")
+            if isinstance(fault, Blocked):
+                return fault  # slow: the command runs once the clock reaches its time
+            if fault:
                 raise redis.ConnectionError(f"{INJECTED} connection error")
             return action()
 
@@ -208,9 +219,13 @@ class _ScheduledPipeline:
     def execute(self, raise_on_error: bool = True) -> Any:
         parent = super()
         batch = _batch(self)
+        scheduler = self._cachecheck_scheduler
         if self._cachecheck_policy is None:
-            return self._cachecheck_scheduler.point("redis", batch, lambda: parent.execute(raise_on_error))
-        return self._cachecheck_scheduler.point("redis", batch, lambda: self._confined(parent, raise_on_error))
+            result = scheduler.point("redis", batch, lambda: parent.execute(raise_on_error))
+        else:
+            result = scheduler.point("redis", batch, lambda: self._confined(parent, raise_on_error))
+        touched(scheduler, [key for command in batch.commands for key in command.keys])
+        return result
 
     def _confined(self, parent: Any, raise_on_error: bool) -> Any:
         """Prefix every queued command's keys, and take over the TTLs they set.

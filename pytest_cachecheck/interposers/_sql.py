@@ -20,10 +20,10 @@ import sqlite3
 from typing import Any, Iterator, Protocol, Sequence
 
 from ..engine import _context
+from ..engine._faults import NextCall
 from ..engine._scheduler import Blocked, Scheduler, Task, Waitable
 from ..history import INJECTED
 from ..history._calls import PLACEHOLDER, Rows, Statement, to_data
-from ..history._calls import render_statement as render_statement  # re-exported: its home before ``_calls``
 
 _PLACEHOLDER = PLACEHOLDER
 
@@ -164,6 +164,7 @@ class ScheduledConnection:
         self.driver = driver
         self.holder: Task | None = None
         self.closed = False
+        self.next_call = NextCall()
 
     # DB-API surface
 
@@ -196,19 +197,22 @@ class ScheduledConnection:
         statement = Statement(sql, to_data(params), many)
         return self.scheduler.point("sql", statement, lambda: self._run_or_fail(sql, params, many), reply=_rows)
 
-    fail_next = False
-    """Set by the ``error`` fault: the next statement raises the driver's OperationalError."""
+    next_call: NextCall
+    """Armed by the ``error`` fault (the next statement raises the driver's OperationalError) and
+    the ``slow`` fault (it takes stated virtual seconds)."""
     blocked = False
     """Whether this connection's statement is blocked, to be retried when its task is woken.
 
     Invariant: the retry is the same statement, already issued (on PostgreSQL it is still in
-    flight on the server), so the ``error`` fault never fires on it but on the next statement.
+    flight on the server), so no fault fires on it but on the next statement.
     Failing the retry would leave the statement in flight: the next statement would be answered
     with its result without ever running (a correct layer then "loses" a write)."""
 
     def _run_or_fail(self, sql: str, params: Any, many: bool) -> Any:
-        if self.fail_next and not self.blocked:
-            self.fail_next = False
+        fault = False if self.blocked else self.next_call.take(self.scheduler, "sql")
+        if isinstance(fault, Blocked):
+            return fault  # slow: nothing is in flight yet; the statement runs once the clock is there
+        if fault:
             raise self.driver.operational_error(f"{INJECTED} failure of this statement")
         self.blocked = False
         try:

@@ -42,6 +42,16 @@ class Report:
     source_queries: int = 0
     stale_window: float = 0.0
     longest_divergence: float = 0.0
+    stampede_max: float = 0.0
+    """The most source loads of one key in one miss window, over every example."""
+    stampede_loads: float = 0.0
+    stampede_windows: float = 0.0
+    """Miss windows that loaded the source, and their loads, over every example (their ratio is
+    the mean stampede)."""
+    lock_holds: int = 0
+    holders_past_expiry: int = 0
+    """Lock sections whose holder still wrote (or released) after its lock had expired."""
+    longest_past_expiry: float = 0.0
     properties: dict[str, str] = field(default_factory=dict)
     """Each property's verdict: on a pass, the worst over every example; on a failure, the
     minimal example's (:meth:`judged_by`), whatever else the exploration met on its way."""
@@ -83,6 +93,16 @@ class Report:
             self.longest_divergence = max(
                 self.longest_divergence, float(verdict.figures.get("longest_divergence", 0.0))
             )
+            if verdict.property == "mutual-exclusion":
+                self.lock_holds += int(verdict.figures.get("lock_holds", 0))
+                self.holders_past_expiry += int(verdict.figures.get("holders_past_expiry", 0))
+                self.longest_past_expiry = max(
+                    self.longest_past_expiry, float(verdict.figures.get("longest_past_expiry", 0.0))
+                )
+            if verdict.property == "stampede":
+                self.stampede_max = max(self.stampede_max, float(verdict.figures.get("stampede_max", 0.0)))
+                self.stampede_loads += float(verdict.figures.get("stampede_loads", 0.0))
+                self.stampede_windows += float(verdict.figures.get("stampede_windows", 0.0))
 
     def judged_by(self, verdicts: Iterable[Verdict]) -> None:
         """The verdicts of the failure the exploration ends on replace those accumulated.
@@ -120,7 +140,23 @@ class Report:
             f"{plural(self.operations, 'operation')} in {self.wall_seconds:.1f} s (test seed {self.seed})",
             f"  reads: {self.reads}, hit rate {hit_rate}, source queries per read {per_read}"
             + (f"; the layer logged {self.layer_log_records} records (not shown)" if self.layer_log_records else ""),
-        ]
+        ] + ([self._stampede_line()] if "stampede" in self.properties else []) + (
+            [
+                f"  locks: {plural(self.lock_holds, 'hold')}, {self.holders_past_expiry} of them worked past "
+                f"the lock's expiry (longest by {seconds(self.longest_past_expiry)})"
+            ]
+            if self.lock_holds
+            else []
+        )
+
+    def _stampede_line(self) -> str:
+        if not self.stampede_windows:
+            return "  stampede: no source load of a missing key"
+        mean = self.stampede_loads / self.stampede_windows
+        return (
+            f"  stampede: at most {plural(int(self.stampede_max), 'source load')} of one missing key "
+            f"(mean {mean:.1f})"
+        )
 
 
 def count_decisions(trace: str) -> int:
