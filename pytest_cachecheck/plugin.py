@@ -364,6 +364,7 @@ def cachecheck_explore(request: pytest.FixtureRequest) -> Callable[..., Report]:
             environment = cleanup
         if report is not None:
             state.reports.append(report)
+            request.node.user_properties.extend(_junit_properties(report, state.seed))
         if environment is not None:
             pytest.fail(environment.line(test_id), pytrace=False)
         if story is not None:
@@ -371,6 +372,26 @@ def cachecheck_explore(request: pytest.FixtureRequest) -> Callable[..., Report]:
         return report
 
     return run
+
+
+def _junit_properties(report: Report, session_seed: int) -> list[tuple[str, object]]:
+    """What a CI dashboard shows of one exploration (``--junitxml``), as ``record_property`` would:
+    one ``cachecheck.<target>.<figure>`` per figure, so a test exploring several targets keeps
+    each apart."""
+    violated = sorted(name for name, status in report.properties.items() if status == "violated")
+    figures: dict[str, object] = {
+        "verdict": "passed" if report.passed else "failed",
+        "violated": ",".join(violated),
+        "session_seed": session_seed,
+        "test_seed": report.seed,
+        "examples": report.examples,
+        "stale_window_s": round(report.stale_window, 6),
+        "longest_divergence_s": round(report.longest_divergence, 6),
+        "stampede_max": int(report.stampede_max),
+        "holders_past_expiry": report.holders_past_expiry,
+        "backend": report.backend,
+    }
+    return [(f"cachecheck.{report.target.name}.{name}", value) for name, value in figures.items()]
 
 
 def _announce_sweeps(config: pytest.Config, backend: Any) -> None:

@@ -186,6 +186,20 @@ def test_qq_keeps_one_summary_line_per_target(layers: pytest.Pytester) -> None:
     assert "verdicts:" not in result.stdout.str()
     assert "explored:" not in result.stdout.str()
 
+
+def test_junit_carries_each_targets_seed_examples_and_verdicts(layers: pytest.Pytester) -> None:
+    import xml.etree.ElementTree as ElementTree
+
+    result = layers.runpytest_subprocess(*RACE_OPTIONS, "--junitxml=report.xml")
+    result.assert_outcomes(passed=1, failed=1)
+    cases = {case.get("name"): case for case in ElementTree.parse(layers.path / "report.xml").iter("testcase")}
+    racy = {p.get("name"): p.get("value") for p in cases["test_racy"].iter("property")}
+    leased = {p.get("name"): p.get("value") for p in cases["test_leased"].iter("property")}
+    assert racy["cachecheck.racy.verdict"] == "failed" and "divergence" in racy["cachecheck.racy.violated"]
+    assert leased["cachecheck.leased.verdict"] == "passed" and leased["cachecheck.leased.violated"] == ""
+    assert racy["cachecheck.racy.session_seed"] == leased["cachecheck.leased.session_seed"]
+    assert int(leased["cachecheck.leased.examples"]) >= 1 and "cachecheck.racy.longest_divergence_s" in racy
+
 # --- the racy layer fails with a story, the lease layer passes --------------------------------
 
 
