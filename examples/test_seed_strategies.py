@@ -16,7 +16,9 @@ from pytest_cachecheck import Contract
 from pytest_cachecheck.strategies.cache_aside import SeedCacheAside
 from pytest_cachecheck.strategies.catalogue import seed_interface, write_behind
 from pytest_cachecheck.strategies.leases import LeasedCacheAside
+from pytest_cachecheck.strategies.locks import FENCED_SOURCE, FencedTokenLock, SeedLockedCacheAside
 from pytest_cachecheck.strategies.read_through import SeedReadThrough
+from pytest_cachecheck.strategies.refresh import RefreshingCacheAside, SeedEarlyRefresh
 from pytest_cachecheck.strategies.write_behind import QUEUED_SOURCE, QueuedWriteBehind, SeedWriteBehindCache
 from pytest_cachecheck.strategies.write_through import VERSIONED_SOURCE, SeedWriteThrough, VersionedWriteThrough
 
@@ -117,11 +119,48 @@ def test_seed_read_through_within_its_ttl(cachecheck_explore):
 
 
 # --- the lock: `get_user_with_lock` ---
-# PLACE FOR the seed's lock sample (strategies/locks.py, being written): test_seed_get_user_with_lock
-# (fails: release by a non-owner or mutual exclusion, stampede above 1) beside its passing
-# fenced token lock.  Add both to SAMPLES in tests/test_examples.py.
+
+
+@pytest.mark.cachecheck
+def test_seed_get_user_with_lock(cachecheck_explore):
+    """Seed sample: a TTL lock around the miss, released with a bare DEL.  Fails: a holder whose
+    lock expired deletes the lock the next client took (lock-release-by-non-owner).  The race
+    needs four decisions, so it is given a larger budget."""
+    cachecheck_explore(
+        seed_interface("seed-lock", SeedLockedCacheAside, read="get_user_with_lock", write=None),
+        examples=2000,
+    )
+
+
+@pytest.mark.cachecheck
+def test_fenced_token_lock(cachecheck_explore):
+    """Its fix passes: the token comes with the lock, the release compares it, and the source
+    write checks it as a fence, so a holder whose lock expired cannot overwrite the next one."""
+    cachecheck_explore(
+        seed_interface("fenced-token-lock", FencedTokenLock, source=FENCED_SOURCE), examples=VARIANT_EXAMPLES
+    )
+
 
 # --- early refresh: `get_with_early_refresh` ---
-# PLACE FOR the seed's early-refresh sample (strategies/refresh.py, being written):
-# test_seed_get_with_early_refresh beside a refresh that does not stampede.  Add both to SAMPLES
-# in tests/test_examples.py.
+
+
+@pytest.mark.cachecheck
+def test_seed_get_with_early_refresh(cachecheck_explore):
+    """Seed sample: a hit near expiry refreshes in a thread of its own.  Fails: a refresh (or a
+    miss's load) that read the source before a write lands after it (divergence)."""
+    cachecheck_explore(
+        seed_interface(
+            "seed-early-refresh",
+            SeedEarlyRefresh,
+            read=lambda layer, key: layer.get_with_early_refresh(f"user:{key}", 60),
+            background=True,
+        )
+    )
+
+
+@pytest.mark.cachecheck
+def test_refreshing_cache_aside(cachecheck_explore):
+    """Its fix passes: one refresher per key, which never overwrites a newer write."""
+    cachecheck_explore(
+        seed_interface("refreshing-cache-aside", RefreshingCacheAside, background=True), examples=VARIANT_EXAMPLES
+    )

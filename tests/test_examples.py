@@ -47,6 +47,12 @@ SAMPLES = (
                "test_seed_strategies.py::test_queued_write_behind_crash", "queued-write-behind"),
     SeedSample("read-through", "test_seed_strategies.py::test_seed_read_through", "seed-read-through", ("stale-read",),
                "test_seed_strategies.py::test_seed_read_through_within_its_ttl", "seed-read-through-bounded"),
+    SeedSample("lock", "test_seed_strategies.py::test_seed_get_user_with_lock", "seed-lock",
+               ("lock-release-by-non-owner", "mutual-exclusion"),
+               "test_seed_strategies.py::test_fenced_token_lock", "fenced-token-lock"),
+    SeedSample("early refresh", "test_seed_strategies.py::test_seed_get_with_early_refresh", "seed-early-refresh",
+               ("divergence", "stale-read"),
+               "test_seed_strategies.py::test_refreshing_cache_aside", "refreshing-cache-aside"),
     # Two seed bugs: the cache-aside race, and a TTL lock with no fence.  No variant of
     # UserProfileCache itself is shipped: its race is cache-aside's, fixed above.
     SeedSample("UserProfileCache", "test_user_profile.py::test_user_profile_cache", "user-profile-cache",
@@ -79,6 +85,18 @@ STORIES = {
         "[[]divergence[]] client * read the source (u*.v0) at step *"
         " client * then filled the cache with u*.v0 at step * (SETEX user_profile:u* *)."
         " The cache disagrees with the source (u*.v1) until the entry expires in * s.",
+    ("lock", "lock-release-by-non-owner"):
+        "[[]lock-release-by-non-owner[]] client * released lock:user:u* at step * (DEL lock:user:u*), but the value"
+        " there was client *'s (set at step *, t=* s)*. A bare DEL releases whoever holds the lock now; compare"
+        " the token before deleting (a Lua compare-and-delete).",
+    ("lock", "mutual-exclusion"):
+        "[[]mutual-exclusion[]] client * took lock:user:u* at step * *after its lock expired*fencing token*",
+    ("early refresh", "divergence"):
+        "[[]divergence[]] client * read the source (u*) at step *, before client *'s write of u*;"
+        " * The cache disagrees with the source (u*) until the entry expires in * s.",
+    ("early refresh", "stale-read"):
+        "[[]stale-read[]] client * read u* at step * (t=* s) and got *, but client *'s write of u*"
+        " was acknowledged at step * (t=* s): * s stale, * write* behind.",
     ("UserProfileCache", "mutual-exclusion"):
         "[[]mutual-exclusion[]] client * took lock:user_profile:u* at step * and still wrote user_profile:u*"
         " at step * after its lock expired; *fencing token*",
