@@ -7,6 +7,7 @@ that found another token count for nothing); explorations show the reference lay
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -331,9 +332,12 @@ def test_the_fenced_token_lock_passes_while_holders_outlive_their_locks(servers)
 
 
 @pytest.mark.slow
-def test_the_fenced_token_lock_passes_2000_examples():
-    report = explore(TARGETS["fenced-token-lock"], Budget(examples=2000, seed=5))
+def test_the_fenced_token_lock_passes_2000_examples_with_slow_calls():
+    """Slow calls (5 s, 60 s, against a 10 s lock) let holders outlive their locks mid-write."""
+    slow = dataclasses.replace(TARGETS["fenced-token-lock"], faults=("slow",), slow=(5, 60))
+    report = explore(slow, Budget(examples=2000, seed=5))
     assert report.passed and report.examples >= 2000
+    assert report.holders_past_expiry > 0  # the fence was put to the test
 
 
 def test_the_unfenced_token_lock_breaks_mutual_exclusion_through_expiry(servers):

@@ -77,3 +77,35 @@ def test_slow_seconds_are_validated():
 def test_a_correct_layer_passes_with_slow_faults_on():
     report = explore(target(Direct, faults=("slow",), slow=(5, 600)), Budget(examples=60, seed=4))
     assert report.passed
+
+
+class _ScriptedFill(_CachedRead):
+    """Fills through a registered Lua script: the script call is the point a fault takes."""
+
+    def __init__(self, redis_client, connection):
+        super().__init__(redis_client, connection)
+        self.fill = redis_client.register_script("return redis.call('SET', KEYS[1], ARGV[1])")
+
+    def read(self, key):
+        value = super().read(key)
+        self.fill(keys=[f"user:{key}"], args=[value])
+        return value
+
+
+def test_a_slow_script_call_waits_like_a_command(servers):
+    with simulated_world():
+        backend = servers.backend()
+        run = Run(target(_ScriptedFill), RunConfig(), backend)
+        try:
+            run.start(1, "read", "u1", pause_after=2)  # GET and SELECT: paused before the script
+            Slow(1, "redis", 7).apply(run)
+            run.resume(1)
+            run.quiesce()
+            history = run.history()
+        finally:
+            run.close()
+            backend.close()
+    calls = [e for e in history.events if isinstance(e, Call) and e.client == 1]
+    script = next(c for c in calls if c.command.startswith("EVALSHA"))
+    assert script.error is None and script.time == 7.0
+    assert any(c.system == "fault" and "takes 7 s" in c.command for c in calls)

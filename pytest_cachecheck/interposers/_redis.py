@@ -305,7 +305,8 @@ class _ScheduledScript:
         if scheduler is None or isinstance(client, redis.client.Pipeline):
             return self._script(keys, args, client)  # queued in a pipeline: the pipeline is the point
         command = command_of(["EVALSHA", self._script.sha, len(keys), *keys, *args], client._cachecheck_specs)
-        return scheduler.point("redis", command, lambda: self._script(keys, args, client))
+        # An armed fault (error, slow) is taken by this point, never by the EVALSHA inside it.
+        return scheduler.point("redis", command, client._faulty(lambda: self._script(keys, args, client)))
 
 
 def _current(registered: Any) -> Any:
