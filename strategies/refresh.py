@@ -28,26 +28,17 @@ import time
 from typing import Any
 
 from ._seed_db import SeedDatabase
+from .leases import LEASE_PREFIX
 from .locks import COMPARE_AND_DELETE
 
-LEASE_PREFIX = "lease:"
-
-# KEYS = cache key; ARGV = lease token, value, ttl seconds.
-_FILL_IF_LEASED = """
+# KEYS = cache key; ARGV = what it must still hold (the filler's lease token, or the value the
+# refreshing hit saw), the new value, ttl seconds.  A compare-and-set: the fill and the refresh.
+_SET_IF_UNCHANGED = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 end
 return false
 """
-
-# KEYS = cache key; ARGV = the value the hit saw, the new value, ttl seconds.
-_REPLACE_IF_UNCHANGED = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-end
-return false
-"""
-
 
 
 class SeedEarlyRefresh:
@@ -107,7 +98,7 @@ class SingleFlightCacheAside:
     def __init__(self, redis_client: Any, connection: Any) -> None:
         self.r = redis_client
         self.db = SeedDatabase(connection)
-        self._fill = self.r.register_script(_FILL_IF_LEASED)
+        self._fill = self.r.register_script(_SET_IF_UNCHANGED)
 
     def get_user(self, user_id: str) -> dict | None:
         key = f"user:{user_id}"
@@ -147,7 +138,7 @@ class RefreshingCacheAside(SingleFlightCacheAside):
 
     def __init__(self, redis_client: Any, connection: Any) -> None:
         super().__init__(redis_client, connection)
-        self._replace = self.r.register_script(_REPLACE_IF_UNCHANGED)
+        self._replace = self.r.register_script(_SET_IF_UNCHANGED)
         self._release = self.r.register_script(COMPARE_AND_DELETE)
 
     def _hit(self, user_id: str, key: str, cached: str) -> dict:
